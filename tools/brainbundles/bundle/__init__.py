@@ -1,0 +1,1 @@
+"""Bundle checks, export, packaging and download."""

@@ -1,0 +1,124 @@
+"""Turning what a user points inference at (files, folders, a datalist) into datalist items."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr")
+
+
+def case_id(path: str | os.PathLike) -> str:
+    """The file name without its image suffix (``sub-01_T1w.nii.gz`` -> ``sub-01_T1w``)."""
+    name = Path(path).name
+    for suf in IMAGE_SUFFIXES + (".img",):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def _expand(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    files: list[Path] = []
+    for inp in inputs:
+        p = Path(inp).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise ValueError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        else:
+            files.append(p)  # missing files are reported by the case checks, with the others
+    return files
+
+
+def _with_ids(items: list[dict]) -> list[dict]:
+    """Give every item a unique ``case`` id (prefixing parent folders where names collide) and a
+    ``reference`` path: the first channel, whose grid the outputs take."""
+    for it in items:
+        first = it["image"][0] if isinstance(it["image"], (list, tuple)) else it["image"]
+        it.setdefault("reference", str(first))
+        it.setdefault("case", case_id(first))
+    ids = [it["case"] for it in items]
+    for it in items:
+        if ids.count(it["case"]) > 1:
+            it["case"] = f"{Path(it['reference']).parent.name}_{it['case']}"
+    seen: dict[str, int] = {}
+    for it in items:  # still colliding (same parent names): number them
+        n = seen.get(it["case"], 0)
+        seen[it["case"]] = n + 1
+        if n:
+            it["case"] = f"{it['case']}_{n}"
+    return items
+
+
+def _read_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> tuple[dict, Path]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: datalist not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    return data, Path(base_dir) if base_dir is not None else path.parent
+
+
+def _resolve(item: Mapping, base: Path) -> dict:
+    out = dict(item)
+    for key in ("image", "label"):
+        if key not in out:
+            continue
+        v = out[key]
+        if isinstance(v, (list, tuple)):
+            out[key] = [str(base / p) for p in v]
+        else:
+            out[key] = str(base / v)
+    return out
+
+
+def inference_items(
+    inputs: Sequence[str | os.PathLike] | str | None,
+    datalist: str | os.PathLike | None = None,
+    base_dir: str | os.PathLike | None = None,
+    channels: Sequence[str] = ("T1",),
+    section: str = "testing",
+) -> list[dict]:
+    """Items to run inference on: the given ``inputs`` when there are any, else the datalist's
+    ``section``. For a one-channel bundle each input file is a case and a folder stands for the image
+    files in it. Paths come back absolute; every item has ``image``, ``case`` and ``reference``."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if inputs:
+        if len(channels) != 1:
+            raise ValueError(
+                f"inputs: a {len(channels)}-channel bundle ({', '.join(channels)}) takes a datalist; "
+                "make one with `brainbundles datalist`"
+            )
+        return _with_ids([{"image": [str(f.resolve())]} for f in _expand(inputs)])
+    if datalist is None:
+        raise ValueError("inputs: give input files or a datalist")
+    data, base = _read_datalist(datalist, base_dir)
+    if section not in data or not data[section]:
+        raise ValueError(f"{datalist}: no '{section}' cases in the datalist")
+    return _with_ids([_resolve(it, base.resolve()) for it in data[section]])
+
+
+def load_fold(
+    datalist: str | os.PathLike, base_dir: str | os.PathLike | None, fold: int, split: str
+) -> list[dict]:
+    """Training items of a datalist for cross-validation fold ``fold``: ``split="train"`` gives the
+    items of every other fold, ``"val"`` the items of this fold (items without ``fold`` train)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split: 'train' or 'val', got {split!r}")
+    data, base = _read_datalist(datalist, base_dir)
+    items = data.get("training") or []
+    if not items:
+        raise ValueError(f"{datalist}: no 'training' cases in the datalist")
+    folds = sorted({it["fold"] for it in items if "fold" in it})
+    if split == "val" and fold not in folds:
+        raise ValueError(f"fold: {fold} is not among the datalist's folds {folds} ({datalist})")
+    chosen = [it for it in items if (it.get("fold") == fold) == (split == "val")]
+    return _with_ids([_resolve(it, base.resolve()) for it in chosen])

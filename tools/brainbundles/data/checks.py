@@ -1,0 +1,464 @@
+"""Input checks: validate a case (image channels and optional label) before anything is computed or written.
+
+A bundle's inference/evaluation run calls :class:`CaseList` on its datalist first: every case is checked
+up front, the good ones are processed, each bad one is logged, and :meth:`CaseList.raise_if_invalid`
+makes the run exit non-zero at the end, with one line per bad case.
+
+Every problem raises :class:`InputError` whose message starts with the offending file path, followed by
+``": "`` and a plain-language description of the problem, e.g.::
+
+    /data/case1_T1.nii.gz: contains 3 NaN voxels (non-finite values are not allowed in an image)
+
+What is checked (in this order, the first failure is reported):
+
+* each image file (one per channel, or one 4D file holding all channels in its 4th axis) and the label
+  exist (for an Analyze ``.hdr``/``.img`` pair, both halves) and can be loaded by nibabel;
+* each image is 3D: a 2D image, a volume with a singleton spatial axis, or a 4D file where a single 3D
+  channel is expected is rejected; trailing singleton axes (``(X, Y, Z, 1)``) are fine;
+* the number of channels matches ``channels``;
+* all channels have the same shape and the same affine (``np.allclose(rtol=0, atol=1e-3)``, in mm);
+* image voxels are finite (no NaN / Inf) and no channel is constant (all zero or one value);
+* the label has the image's shape and affine, integer values, and (when ``label_values`` is given) only
+  the allowed values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["AFFINE_ATOL_MM", "CaseList", "InputError", "check_case", "resolve_item"]
+
+#: tolerance (mm, absolute, no relative term) when comparing affines of channels and label
+AFFINE_ATOL_MM = 1e-3
+
+PathLike = str | os.PathLike
+
+
+class InputError(ValueError):
+    """A bad input case; the message always starts with the offending file path."""
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def _resolve_path(path: PathLike, base_dir: PathLike | None) -> str:
+    """Absolute, normalised path; relative paths are taken relative to ``base_dir`` (else the cwd).
+
+    Symlinks are kept (``abspath``, not ``realpath``) so that a linked dataset keeps its names.
+    """
+    p = os.path.expanduser(os.fspath(path))
+    if not os.path.isabs(p) and base_dir is not None:
+        p = os.path.join(os.path.expanduser(os.fspath(base_dir)), p)
+    return os.path.abspath(p)
+
+
+def _image_paths(item: Mapping[str, Any]) -> list[PathLike]:
+    image = item.get("image") if isinstance(item, Mapping) else None
+    if image is None:
+        raise InputError(f"{_item_name(item)}: item has no 'image' entry")
+    if isinstance(image, str | os.PathLike):
+        return [image]
+    paths = list(image)
+    if not paths:
+        raise InputError(f"{_item_name(item)}: item has an empty 'image' list")
+    return paths
+
+
+def _item_name(item: Any) -> str:
+    if isinstance(item, Mapping):
+        for key in ("case", "image", "label"):
+            if item.get(key):
+                value = item[key]
+                return os.fspath(value) if isinstance(value, str | os.PathLike) else str(value)
+    return repr(item)
+
+
+def resolve_item(item: Mapping[str, Any], base_dir: PathLike | None = None) -> dict:
+    """A copy of a datalist item with ``image`` and ``label`` paths made absolute (other keys kept).
+
+    ``image`` stays a single path when it was one, and a list when it was a list.
+    """
+    out = dict(item)
+    image = item.get("image")
+    if isinstance(image, str | os.PathLike):
+        out["image"] = _resolve_path(image, base_dir)
+    elif image is not None:
+        out["image"] = [_resolve_path(p, base_dir) for p in image]
+    if item.get("label") is not None:
+        out["label"] = _resolve_path(item["label"], base_dir)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+_ANALYZE_PAIRS = {".hdr": ".img", ".img": ".hdr", ".hdr.gz": ".img.gz", ".img.gz": ".hdr.gz"}
+
+# what a corrupt, truncated or non-image file raises inside nibabel (gzip.BadGzipFile is an OSError)
+_LOAD_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    OSError,
+    EOFError,
+    zlib.error,
+    struct.error,
+    ValueError,
+    TypeError,
+    IndexError,
+    MemoryError,
+)
+
+
+def _check_exists(path: str) -> None:
+    if not os.path.exists(path):
+        raise InputError(f"{path}: file not found")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not a regular file (a directory?)")
+    lower = path.lower()
+    for ext, other in _ANALYZE_PAIRS.items():
+        if lower.endswith(ext):
+            stem = path[: len(path) - len(ext)]
+            candidates = [stem + other, stem + other.upper()]
+            if not any(os.path.isfile(c) for c in candidates):
+                raise InputError(
+                    f"{path}: Analyze/NIfTI-pair file without its companion {os.path.basename(stem + other)} "
+                    "(a .hdr header needs its .img data file and vice versa)"
+                )
+            break
+
+
+def _load(path: str) -> nib.spatialimages.SpatialImage:
+    _check_exists(path)
+    try:
+        img = nib.load(path)  # memory-maps uncompressed files
+    except _LOAD_ERRORS as e:
+        raise InputError(f"{path}: cannot be loaded by nibabel (corrupt or not an image: {_short(e)})") from e
+    if not hasattr(img, "dataobj") or not hasattr(img, "affine") or img.affine is None:
+        raise InputError(
+            f"{path}: nibabel loaded it as {type(img).__name__}, which is not a volume with an affine"
+        )
+    return img
+
+
+def _read(path: str, img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """The scaled voxel data (``scl_slope``/``scl_inter`` applied), read once."""
+    try:
+        return np.asanyarray(img.dataobj)
+    except _LOAD_ERRORS as e:
+        raise InputError(
+            f"{path}: voxel data cannot be read by nibabel (truncated or corrupt file: {_short(e)})"
+        ) from e
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+# -------------------------------------------------------------------------------------------- geometry
+
+
+def _split_shape(path: str, shape: tuple[int, ...], what: str) -> tuple[tuple[int, int, int], int]:
+    """(spatial shape, number of channels) of an image shape, or InputError when it is not a 3D volume.
+
+    Trailing singleton axes beyond the third are dropped; a 4th axis holds channels; a 5D shape
+    ``(X, Y, Z, 1, C)`` (NIfTI vector intent) is read as C channels.
+    """
+    dims = list(shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) == 5 and dims[3] == 1:
+        dims = dims[:3] + [dims[4]]
+    if len(dims) < 3:
+        raise InputError(f"{path}: {what} is {len(dims)}D (shape {tuple(shape)}), expected a 3D volume")
+    if len(dims) > 4:
+        raise InputError(f"{path}: {what} is {len(dims)}D (shape {tuple(shape)}), expected a 3D volume")
+    spatial = (int(dims[0]), int(dims[1]), int(dims[2]))
+    if 1 in spatial:
+        raise InputError(
+            f"{path}: {what} is not 3D: shape {tuple(shape)} has a singleton spatial axis (a 2D slice), "
+            "expected a 3D volume"
+        )
+    return spatial, int(dims[3]) if len(dims) == 4 else 1
+
+
+def _affine_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+
+
+def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.allclose(a, b, rtol=0.0, atol=AFFINE_ATOL_MM))
+
+
+def _fmt_affine(a: np.ndarray) -> str:
+    return np.array2string(
+        np.asarray(a, dtype=np.float64)[:3], precision=4, suppress_small=True, separator=", "
+    ).replace("\n", "")
+
+
+def _fmt_channels(channels: Sequence[str]) -> str:
+    return ", ".join(str(c) for c in channels)
+
+
+# ------------------------------------------------------------------------------------------- voxel data
+
+
+def _check_image_values(path: str, data: np.ndarray, channel_names: Sequence[str]) -> None:
+    """NaN/Inf and constant-channel checks; ``data`` is (X, Y, Z) or (X, Y, Z, C) after squeezing."""
+    if data.dtype.kind in "fc":
+        finite = np.isfinite(data)
+        if not finite.all():
+            n_nan = int(np.count_nonzero(np.isnan(data)))
+            n_inf = int(data.size - np.count_nonzero(finite) - n_nan)
+            parts = []
+            if n_nan:
+                parts.append(f"{n_nan} NaN")
+            if n_inf:
+                parts.append(f"{n_inf} Inf")
+            raise InputError(
+                f"{path}: contains {' and '.join(parts)} voxel{'s' if n_nan + n_inf > 1 else ''} "
+                f"(non-finite values are not allowed in an image; {data.size} voxels in total)"
+            )
+    if data.ndim == 3:
+        data = data[..., None]
+    for c in range(data.shape[3]):
+        channel = data[..., c]
+        lo, hi = channel.min(), channel.max()
+        if lo == hi:
+            which = f"channel {c} ({channel_names[c]}) " if data.shape[3] > 1 else ""
+            if lo == 0:
+                raise InputError(f"{path}: {which}image is all zero (an empty volume)")
+            raise InputError(f"{path}: {which}image is constant (every voxel is {lo.item()!r})")
+
+
+def _label_values(path: str, data: np.ndarray) -> np.ndarray:
+    """Sorted distinct integer values of a label volume; InputError for NaN/Inf or non-integer values."""
+    if data.dtype.kind == "b":
+        data = data.view(np.uint8)
+    if data.dtype.kind in "fc":
+        if data.dtype.kind == "c":
+            raise InputError(f"{path}: label has complex values, expected integer labels")
+        finite = np.isfinite(data)
+        if not finite.all():
+            n_bad = int(data.size - np.count_nonzero(finite))
+            raise InputError(f"{path}: label contains {n_bad} NaN/Inf voxels, expected integer labels")
+        frac = data != np.round(data)
+        if frac.any():
+            examples = np.unique(data[frac])[:5]
+            raise InputError(
+                f"{path}: label has {int(np.count_nonzero(frac))} non-integer voxel values "
+                f"(e.g. {', '.join(f'{v:g}' for v in examples)}), expected integer labels"
+            )
+        lo, hi = float(data.min()), float(data.max())
+        if lo < np.iinfo(np.int64).min or hi > np.iinfo(np.int64).max:
+            raise InputError(f"{path}: label values out of integer range ({lo:g}..{hi:g})")
+        data = data.astype(np.int64)
+    if data.dtype.kind not in "iu":
+        raise InputError(f"{path}: label has data type {data.dtype}, expected integer labels")
+    lo, hi = int(data.min()), int(data.max())
+    if hi - lo < 32:  # the normal case: a few comparisons are much faster than sorting or counting
+        return np.asarray(
+            [v for v in range(lo, hi + 1) if v in (lo, hi) or (data == v).any()], dtype=np.int64
+        )
+    if hi - lo < 1 << 20:  # counting is faster than sorting
+        counts = np.bincount((data.ravel().astype(np.int64) - lo), minlength=hi - lo + 1)
+        return np.flatnonzero(counts) + lo
+    return np.unique(data)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def check_case(
+    item: Mapping[str, Any],
+    channels: Sequence[str],
+    label_values: Collection[int] | None = None,
+    require_label: bool = False,
+    base_dir: PathLike | None = None,
+) -> None:
+    """Validate one datalist item before anything is computed or written.
+
+    Args:
+        item: a MONAI datalist item. ``item["image"]`` is a list of paths, one per channel in
+            ``channels`` order, or a single path / one-element list of a 4D file whose 4th axis holds the
+            channels (a single path is also fine for a one-channel case). ``item["label"]`` (optional) is
+            a label path.
+        channels: channel names, e.g. ``["T1"]`` or ``["FLAIR", "T1", "T1c", "T2"]``.
+        label_values: allowed label values (e.g. ``{0, 1, 2, 3}``); ``None`` skips that check (the
+            label must still be integer-valued).
+        require_label: a missing ``label`` is an error (evaluation); otherwise the label is optional.
+        base_dir: relative paths are resolved against it (else against the current directory).
+
+    Raises:
+        InputError: message ``"<offending file path>: <problem>"``.
+    """
+    channels = [str(c) for c in channels]
+    if not channels:
+        raise ValueError("check_case: 'channels' must name at least one channel")
+    paths = [_resolve_path(p, base_dir) for p in _image_paths(item)]
+    n_expected = len(channels)
+
+    if len(paths) > 1 and len(paths) != n_expected:
+        raise InputError(
+            f"{paths[0]}: wrong number of channels: expected {n_expected} ({_fmt_channels(channels)}), "
+            f"found {len(paths)} image files ({', '.join(paths)})"
+        )
+
+    # ---- images: geometry first (headers only), then voxel data
+    imgs = [_load(p) for p in paths]
+    if len(paths) == 1:
+        spatial, n_found = _split_shape(paths[0], tuple(imgs[0].shape), "image")
+        if n_expected == 1 and n_found != 1:
+            raise InputError(
+                f"{paths[0]}: image is 4D (shape {tuple(imgs[0].shape)}, {n_found} volumes in the 4th axis), "
+                f"expected a single 3D channel ({channels[0]})"
+            )
+        if n_found != n_expected:
+            raise InputError(
+                f"{paths[0]}: wrong number of channels: expected {n_expected} ({_fmt_channels(channels)}), "
+                f"found {n_found} in {'its 4th axis' if n_found > 1 else 'a 3D image'}"
+            )
+        ref_shape, ref_affine, ref_path = spatial, imgs[0].affine, paths[0]
+    else:
+        ref_shape, ref_affine, ref_path = None, None, None
+        for path, img, name in zip(paths, imgs, channels, strict=True):
+            spatial, n_found = _split_shape(path, tuple(img.shape), f"channel {name}")
+            if n_found != 1:
+                raise InputError(
+                    f"{path}: image is 4D (shape {tuple(img.shape)}, {n_found} volumes in the 4th axis), "
+                    f"expected a single 3D channel ({name})"
+                )
+            if ref_shape is None:
+                ref_shape, ref_affine, ref_path = spatial, img.affine, path
+                continue
+            if spatial != ref_shape:
+                raise InputError(
+                    f"{path}: shape {spatial} (channel {name}) differs from shape {ref_shape} of {ref_path} "
+                    f"(channel {channels[0]}); all channels must be on the same voxel grid"
+                )
+            if not _same_affine(img.affine, ref_affine):
+                raise InputError(
+                    f"{path}: affine (channel {name}) differs from the affine of {ref_path} (channel "
+                    f"{channels[0]}) by up to {_affine_diff(img.affine, ref_affine):.4g} mm "
+                    f"(tolerance {AFFINE_ATOL_MM} mm): {_fmt_affine(img.affine)} vs {_fmt_affine(ref_affine)}"
+                )
+
+    # ---- label geometry (cheap) before reading any voxel data
+    label = item.get("label")
+    label_path = None
+    label_img = None
+    if label is None:
+        if require_label:
+            raise InputError(f"{paths[0]}: no label given for this case (a label is required here)")
+    else:
+        label_path = _resolve_path(label, base_dir)
+        label_img = _load(label_path)
+        label_spatial, label_channels = _split_shape(label_path, tuple(label_img.shape), "label")
+        if label_channels != 1:
+            raise InputError(
+                f"{label_path}: label is 4D (shape {tuple(label_img.shape)}), expected a single 3D label volume"
+            )
+        if label_spatial != ref_shape:
+            raise InputError(
+                f"{label_path}: label shape {label_spatial} differs from image shape {ref_shape} of {ref_path}"
+            )
+        if not _same_affine(label_img.affine, ref_affine):
+            raise InputError(
+                f"{label_path}: label affine differs from the affine of image {ref_path} by up to "
+                f"{_affine_diff(label_img.affine, ref_affine):.4g} mm (tolerance {AFFINE_ATOL_MM} mm): "
+                f"{_fmt_affine(label_img.affine)} vs {_fmt_affine(ref_affine)}"
+            )
+
+    # ---- voxel data
+    for path, img, c in zip(paths, imgs, range(len(paths)), strict=True):
+        data = _read(path, img)
+        spatial_ndim = 4 if len(paths) == 1 and n_expected > 1 else 3
+        data = data.reshape(data.shape[:3] + (-1,)) if spatial_ndim == 4 else data.reshape(data.shape[:3])
+        names = channels if spatial_ndim == 4 else [channels[c]]
+        _check_image_values(path, data, names)
+        del data
+
+    if label_img is not None:
+        assert label_path is not None
+        values = _label_values(label_path, _read(label_path, label_img))
+        if label_values is not None:
+            allowed = {int(v) for v in label_values}
+            unexpected = [int(v) for v in values if int(v) not in allowed]
+            if unexpected:
+                shown = ", ".join(str(v) for v in unexpected[:20]) + (" ..." if len(unexpected) > 20 else "")
+                raise InputError(
+                    f"{label_path}: unexpected label values {shown} "
+                    f"(allowed: {', '.join(str(v) for v in sorted(allowed))})"
+                )
+
+
+# -------------------------------------------------------------------------------------------- CaseList
+
+
+class CaseList:
+    """Checks every case of an inference/evaluation run up front; keeps the valid ones, logs each bad one.
+
+    Attributes:
+        valid: the good items, in input order, with ``image``/``label`` paths resolved to absolute
+            (all other keys kept).
+        errors: ``(item, message)`` for each bad item, in input order (``item`` as given).
+
+    Typical use::
+
+        cases = CaseList(datalist["testing"], channels=["T1"], base_dir=dataset_dir)
+        for item in cases.valid:
+            ...  # run the model, write outputs
+        cases.raise_if_invalid()  # non-zero exit after the good cases were processed
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        channels: Sequence[str],
+        label_values: Collection[int] | None = None,
+        require_label: bool = False,
+        base_dir: PathLike | None = None,
+        logger_name: str = "brainbundles",
+    ) -> None:
+        self.channels = [str(c) for c in channels]
+        self.valid: list[dict] = []
+        self.errors: list[tuple[dict, str]] = []
+        logger = logging.getLogger(logger_name)
+        items = list(items)
+        for item in items:
+            try:
+                check_case(item, self.channels, label_values, require_label, base_dir=base_dir)
+            except InputError as e:
+                self.errors.append((item, str(e)))
+                logger.error("skipping bad input case %s: %s", _item_name(item), e)
+            else:
+                self.valid.append(resolve_item(item, base_dir))
+        self.total = len(items)
+        if self.errors:
+            logger.warning("%d of %d input cases failed the input checks", len(self.errors), self.total)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.valid)
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    def raise_if_invalid(self) -> None:
+        """Raise :class:`InputError` listing every bad case (one ``path: problem`` line each), if any."""
+        if not self.errors:
+            return
+        lines = [msg for _, msg in self.errors]
+        lines.append(
+            f"{len(self.errors)} of {self.total} input case{'s' if self.total != 1 else ''} failed the input "
+            f"checks (listed above); {len(self.valid)} passed"
+        )
+        raise InputError("\n".join(lines))

@@ -1,0 +1,515 @@
+"""Dataset layouts -> MONAI (Decathlon-style) datalists with reproducible cross-validation folds.
+
+:func:`make_datalist` finds the cases of a dataset laid out on disk in a known way (a *layout*), and returns
+(and optionally writes) a datalist::
+
+    {
+      "name": "IBSR18", "layout": "ibsr18", "channels": ["T1"],
+      "labels": {"0": "background", "1": "CSF", "2": "GM", "3": "WM"},     # when known
+      "folds": 5, "seed": 0, "numTraining": 14, "numTest": 4,
+      "training": [{"image": ["IBSR_01/IBSR_01_ana_strip.nii.gz"], "label": "IBSR_01/IBSR_01_segTRI_ana.nii.gz",
+                    "fold": 3, "case": "IBSR_01"}, ...],
+      "testing":  [{"image": [...], "case": "IBSR_17"}, ...]             # "label" too when the case has one
+    }
+
+All paths are relative to ``root`` (POSIX separators), so a bundle's ``dataset_dir`` can be set to ``root``.
+``image`` is always a list with one path per channel, in ``channels`` order.
+
+Splitting (all reproducible from ``seed``):
+
+1. cases are sorted by case id;
+2. cases without a label, and cases a layout forces into testing (``phantom``: the manifest's last
+   ``test_cases``), go to ``"testing"``;
+3. with ``test_fraction > 0``, ``round(test_fraction * n)`` (at least one) of the remaining labelled cases are
+   drawn with ``numpy.random.default_rng(seed)`` and moved to ``"testing"`` (they keep their label);
+4. the remaining cases are shuffled with the same generator (``rng.permutation``) and folds are dealt
+   round-robin, so fold sizes differ by at most one.
+
+Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`); adding one (BraTS, WMH,
+MSSEG, ...) is one decorated function returning a :class:`LayoutResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "IBSR_TISSUE_LABELS",
+    "LAYOUTS",
+    "Case",
+    "LayoutResult",
+    "make_datalist",
+    "register_layout",
+    "write_json_atomic",
+]
+
+logger = logging.getLogger("brainbundles")
+
+#: labels of IBSR's 3-class ``_segTRI_ana`` files
+IBSR_TISSUE_LABELS = {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}
+
+NIFTI_EXTS = (".nii.gz", ".nii")
+
+
+@dataclass
+class Case:
+    """One case found by a layout: absolute paths (one image per channel, in channel order)."""
+
+    case: str
+    image: list[Path]
+    label: Path | None = None
+
+
+@dataclass
+class LayoutResult:
+    """What a layout function returns."""
+
+    cases: list[Case]
+    channels: list[str]
+    name: str
+    labels: dict[str, str] | None = None
+    #: case ids that must go to "testing" whatever the split (e.g. a phantom's held-out cases)
+    test_cases: list[str] = field(default_factory=list)
+
+
+LayoutFn = Callable[..., LayoutResult]
+
+#: registered layouts: ``name -> fn(root: Path, channels: list[str] | None, **options) -> LayoutResult``
+LAYOUTS: dict[str, LayoutFn] = {}
+
+
+def register_layout(name: str) -> Callable[[LayoutFn], LayoutFn]:
+    """Decorator registering a layout function under ``name`` (see :data:`LAYOUTS`)."""
+
+    def deco(fn: LayoutFn) -> LayoutFn:
+        if name in LAYOUTS:
+            raise ValueError(f"layout {name!r} is already registered")
+        LAYOUTS[name] = fn
+        return fn
+
+    return deco
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _strip_ext(name: str) -> tuple[str, str] | None:
+    """(stem, extension) for a NIfTI file name, else None (case-insensitive extension match)."""
+    lower = name.lower()
+    for ext in NIFTI_EXTS:
+        if lower.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)], name[-len(ext) :]
+    return None
+
+
+def _first_existing(candidates: Sequence[Path]) -> Path | None:
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def _analyze_pair(stem: Path) -> Path | None:
+    """``stem.hdr`` when both ``stem.hdr`` and ``stem.img`` exist (Analyze 7.5 / NIfTI pair)."""
+    hdr, img = stem.with_name(stem.name + ".hdr"), stem.with_name(stem.name + ".img")
+    if hdr.is_file() and img.is_file():
+        return hdr
+    if hdr.is_file() != img.is_file():
+        present = hdr if hdr.is_file() else img
+        raise ValueError(
+            f"{present}: Analyze file without its companion {(img if present == hdr else hdr).name}"
+        )
+    return None
+
+
+def _find_volume(stem: Path) -> Path | None:
+    """``stem.nii.gz``, ``stem.nii`` or an Analyze pair ``stem.hdr``/``stem.img`` (listed as ``.hdr``)."""
+    found = _first_existing([stem.with_name(stem.name + ext) for ext in NIFTI_EXTS])
+    return found if found is not None else _analyze_pair(stem)
+
+
+def _check_channels(channels: Sequence[str] | None, allowed: Sequence[str], layout: str) -> list[str]:
+    if channels is None:
+        return list(allowed)
+    channels = [str(c) for c in channels]
+    if [c.lower() for c in channels] != [c.lower() for c in allowed]:
+        raise ValueError(f"layout {layout!r} has channels {list(allowed)}, got channels={channels}")
+    return list(allowed)
+
+
+def _normalise_labels(labels: Mapping[Any, Any] | None) -> dict[str, str] | None:
+    """Decathlon form ``{"0": "background", ...}`` from either ``{value: name}`` or ``{name: value}``."""
+    if not labels:
+        return None
+    items = list(labels.items())
+    if all(re.fullmatch(r"-?\d+", str(k)) for k, _ in items):
+        pairs = [(int(k), str(v)) for k, v in items]
+    elif all(isinstance(v, int) or re.fullmatch(r"-?\d+", str(v)) for _, v in items):
+        pairs = [(int(v), str(k)) for k, v in items]
+    else:
+        raise ValueError(
+            f"labels must map integer values to names (or names to values), got {dict(labels)!r}"
+        )
+    return {str(v): name for v, name in sorted(pairs)}
+
+
+def write_json_atomic(obj: Any, out: str | os.PathLike) -> Path:
+    """Write ``obj`` as JSON to ``out`` atomically (temp file in the same folder, then ``os.replace``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ layouts
+
+_IBSR_DIR = re.compile(r"IBSR_\d+")
+_IBSR_LABEL_KINDS = ("segTRI", "segTRI_fill", "seg")
+
+
+@register_layout("ibsr18")
+def _layout_ibsr18(root: Path, channels: Sequence[str] | None = None, label: str = "auto") -> LayoutResult:
+    """IBSR 18 (Internet Brain Segmentation Repository), one folder per case.
+
+    ``<root>/IBSR_nn/IBSR_nn_ana_strip.{nii.gz,nii,hdr+img}`` is the image (channel ``T1``); the label is
+    ``IBSR_nn_segTRI_ana`` (3 classes: 1 CSF, 2 GM, 3 WM) or ``IBSR_nn_seg_ana`` (the full structure
+    labelling), same extensions. Analyze pairs are listed by their ``.hdr`` path.
+
+    Option ``label``: ``"auto"`` (default) takes ``_segTRI_ana`` when it exists and ``_seg_ana`` otherwise;
+    ``"segTRI"``, ``"segTRI_fill"`` or ``"seg"`` ask for that file only (cases without it have no label).
+    Under ``"auto"`` a dataset must not mix the two kinds (a ValueError names the cases), since 3-class and
+    structure labels cannot be trained together. ``labels`` is the tissue set when ``_segTRI`` files are
+    used, and unknown (absent) for ``_seg_ana`` files.
+    """
+    channels = _check_channels(channels, ["T1"], "ibsr18")
+    if label != "auto" and label not in _IBSR_LABEL_KINDS:
+        raise ValueError(
+            f"ibsr18 layout: label={label!r}, expected 'auto' or one of {list(_IBSR_LABEL_KINDS)}"
+        )
+    kinds = ("segTRI", "seg") if label == "auto" else (label,)
+    cases: list[Case] = []
+    kind_of: dict[str, str | None] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and _IBSR_DIR.fullmatch(p.name)):
+        cid = d.name
+        image = _find_volume(d / f"{cid}_ana_strip")
+        if image is None:
+            raise ValueError(
+                f"ibsr18 layout: case folder {d} has no image {cid}_ana_strip.nii.gz / .nii / .hdr+.img"
+            )
+        lab, kind_of[cid] = None, None
+        for kind in kinds:
+            lab = _find_volume(d / f"{cid}_{kind}_ana")
+            if lab is not None:
+                kind_of[cid] = kind
+                break
+        cases.append(Case(cid, [image], lab))
+    if not cases:
+        raise ValueError(
+            f"ibsr18 layout: no cases found: searched for folders IBSR_<nn>/IBSR_<nn>_ana_strip.nii.gz "
+            f"(or .nii, .hdr/.img) under root {root}"
+        )
+    used = {k for k in kind_of.values() if k is not None}
+    if label == "auto" and len(used) > 1:
+        seg_only = sorted(c for c, k in kind_of.items() if k == "seg")
+        raise ValueError(
+            "ibsr18 layout: some cases have a 3-class _segTRI_ana label and others only a _seg_ana label "
+            f"({', '.join(seg_only)}); pass label='segTRI' or label='seg' to choose one kind"
+        )
+    labels = IBSR_TISSUE_LABELS if used and used <= {"segTRI", "segTRI_fill"} else None
+    return LayoutResult(cases=cases, channels=channels, name="IBSR18", labels=labels)
+
+
+_NNUNET_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<index>\d{4})$")
+
+
+@register_layout("folder")
+def _layout_folder(
+    root: Path,
+    channels: Sequence[str] | None = None,
+    images_dir: str = "images",
+    labels_dir: str = "labels",
+    labels: Mapping[Any, Any] | None = None,
+) -> LayoutResult:
+    """Images and labels matched by name.
+
+    ``<root>/<images_dir>/<case>[_<channel>].nii[.gz]`` and ``<root>/<labels_dir>/<case>.nii[.gz]``.
+
+    * one channel (``channels`` None or one name): each image file is a case; a ``_<channel>`` suffix
+      (case-insensitive) or an nnU-Net ``_0000`` suffix is dropped from the case id;
+    * several channels: ``<case>_<channel>`` (case-insensitive) or nnU-Net ``<case>_<iiii>`` (``iiii`` =
+      channel index) files are grouped per case; a missing channel, an unrecognised file or two files for
+      the same channel raise ValueError.
+
+    Labels are optional: a case without a label file goes to "testing". Option ``labels`` sets the
+    datalist's label names (``{value: name}`` or ``{name: value}``).
+    """
+    names = [str(c) for c in channels] if channels else ["image"]
+    img_root, lab_root = root / images_dir, root / labels_dir
+    if not img_root.is_dir():
+        raise ValueError(
+            f"folder layout: no cases found: images folder {img_root} does not exist "
+            f"(searched <root>/{images_dir}/*.nii.gz, *.nii under root {root})"
+        )
+    files = []
+    for p in sorted(img_root.iterdir()):
+        split = _strip_ext(p.name) if p.is_file() else None
+        if split is not None:
+            files.append((split[0], p))
+    if not files:
+        raise ValueError(
+            f"folder layout: no cases found: no *.nii.gz / *.nii files in {img_root} (root {root})"
+        )
+
+    by_suffix = sorted(((f"_{n.lower()}", i) for i, n in enumerate(names)), key=lambda t: -len(t[0]))
+
+    def channel_of(stem: str) -> tuple[str, int] | None:
+        low = stem.lower()
+        for suffix, i in by_suffix:
+            if low.endswith(suffix) and len(stem) > len(suffix):
+                return stem[: -len(suffix)], i
+        m = _NNUNET_SUFFIX.match(stem)
+        if m:
+            return m["case"], int(m["index"])
+        return None
+
+    # one channel: strip "_0000" only when every file has it (nnU-Net), so "case_0001" stays a case id
+    all_nnunet = all(stem.endswith("_0000") for stem, _ in files)
+    grouped: dict[str, dict[int, Path]] = {}
+    for stem, path in files:
+        found = channel_of(stem)
+        if len(names) == 1:
+            nnunet_only = _NNUNET_SUFFIX.match(stem) is not None and not stem.lower().endswith(
+                by_suffix[0][0]
+            )
+            if found is not None and found[1] == 0 and (all_nnunet or not nnunet_only):
+                cid, idx = found
+            else:
+                cid, idx = stem, 0
+        else:
+            if found is None:
+                raise ValueError(
+                    f"folder layout: image {path} matches no channel: expected <case>_<channel> with channel one "
+                    f"of {names} (case-insensitive) or an nnU-Net index <case>_0000..<case>_{len(names) - 1:04d}"
+                )
+            cid, idx = found
+            if idx >= len(names):
+                raise ValueError(
+                    f"folder layout: image {path} has channel index {idx:04d} but only {len(names)} channels "
+                    f"{names} were given"
+                )
+        slot = grouped.setdefault(cid, {})
+        if idx in slot:
+            hint = " (pass channels=[...] for multi-channel cases)" if len(names) == 1 else ""
+            raise ValueError(
+                f"folder layout: case {cid!r} channel {names[idx]!r} has two files: {slot[idx]} and {path}{hint}"
+            )
+        slot[idx] = path
+
+    cases = []
+    for cid in sorted(grouped):
+        slot = grouped[cid]
+        missing = [names[i] for i in range(len(names)) if i not in slot]
+        if missing:
+            raise ValueError(
+                f"folder layout: case {cid!r} is missing channel{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(repr(m) for m in missing)} (expected {img_root}/{cid}_<channel>.nii.gz for "
+                f"channels {names}, or nnU-Net {cid}_<iiii>.nii.gz)"
+            )
+        label = (
+            _first_existing([lab_root / f"{cid}{ext}" for ext in NIFTI_EXTS]) if lab_root.is_dir() else None
+        )
+        cases.append(Case(cid, [slot[i] for i in range(len(names))], label))
+
+    if lab_root.is_dir():
+        known = set(grouped)
+        orphans = sorted(
+            p.name
+            for p in lab_root.iterdir()
+            if (s := _strip_ext(p.name)) is not None and p.is_file() and s[0] not in known
+        )
+        if orphans:
+            logger.warning("folder layout: label files with no matching image in %s: %s", img_root, orphans)
+    return LayoutResult(
+        cases=cases, channels=names, name=root.name or "folder", labels=_normalise_labels(labels)
+    )
+
+
+@register_layout("phantom")
+def _layout_phantom(root: Path, channels: Sequence[str] | None = None, **options: Any) -> LayoutResult:
+    """A phantom data set: ``<root>/phantom.json`` names the layout its files follow.
+
+    The manifest (written by the phantom generator) holds at least ``"layout"``; optional ``"task"``,
+    ``"name"``, ``"cases"`` (number of cases, checked with a warning), ``"test_cases"`` (the last that many
+    case ids, sorted, go to "testing"), ``"channels"``, ``"labels"`` (``{value: name}`` or
+    ``{name: value}``; overrides the layout's) and ``"layout_options"`` (passed on to the layout, and
+    overridden by ``options``).
+    """
+    manifest_path = root / "phantom.json"
+    if not manifest_path.is_file():
+        raise ValueError(f"phantom layout: no cases found: no manifest phantom.json under root {root}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"phantom layout: {manifest_path} is not valid JSON: {e}") from e
+    inner = manifest.get("layout") if isinstance(manifest, dict) else None
+    if not isinstance(inner, str) or inner not in LAYOUTS or inner == "phantom":
+        known = sorted(k for k in LAYOUTS if k != "phantom")
+        raise ValueError(f"phantom layout: {manifest_path} names layout {inner!r}; expected one of {known}")
+    if channels is None and manifest.get("channels"):
+        channels = manifest["channels"]
+    inner_options = {**(manifest.get("layout_options") or {}), **options}
+    result = LAYOUTS[inner](root, channels, **inner_options)
+
+    ids = sorted(c.case for c in result.cases)
+    expected = manifest.get("cases")
+    n_test = int(manifest.get("test_cases") or 0)
+    if isinstance(expected, int) and len(ids) not in (expected, expected + n_test):
+        logger.warning(
+            "phantom layout: %s says %d cases, found %d under %s", manifest_path, expected, len(ids), root
+        )
+    if n_test < 0 or n_test >= len(ids):
+        raise ValueError(
+            f"phantom layout: {manifest_path} asks for test_cases={n_test} but {len(ids)} cases were found "
+            f"(at least one must stay for training)"
+        )
+    result.test_cases = ids[len(ids) - n_test :] if n_test else []
+    result.labels = _normalise_labels(manifest.get("labels")) or result.labels
+    task = manifest.get("task")
+    result.name = str(manifest.get("name") or (f"phantom-{task}" if task else f"phantom-{result.name}"))
+    return result
+
+
+# -------------------------------------------------------------------------------------------------- main
+
+
+def _rel(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def make_datalist(
+    layout: str,
+    root: str | Path,
+    out: str | Path | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    test_fraction: float = 0.0,
+    channels: Sequence[str] | None = None,
+    **layout_options: Any,
+) -> dict:
+    """Build a Decathlon-style datalist for the data set under ``root`` laid out as ``layout``.
+
+    Args:
+        layout: a key of :data:`LAYOUTS` (``"ibsr18"``, ``"folder"``, ``"phantom"``, ...).
+        root: the data set folder; all paths in the datalist are relative to it.
+        out: when given, the datalist is also written there as JSON, atomically.
+        folds: number of cross-validation folds (1 <= folds <= number of training cases).
+        seed: seed of ``numpy.random.default_rng`` for the test draw and the fold shuffle.
+        test_fraction: fraction (0 <= f < 1) of the labelled cases moved to "testing".
+        channels: channel names (the layout's default when None).
+        layout_options: passed to the layout function (e.g. ``images_dir=`` for ``"folder"``).
+
+    Returns:
+        the datalist dict (see the module docstring).
+
+    Raises:
+        ValueError: unknown layout, missing root, no cases found, bad ``folds`` / ``test_fraction``,
+            or a layout-specific problem (e.g. a case missing a channel).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(sorted(LAYOUTS))}")
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
+        raise ValueError(f"folds must be an integer >= 1, got folds={folds!r}")
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got test_fraction={test_fraction!r}")
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise ValueError(f"layout {layout!r}: root {root} does not exist or is not a folder")
+
+    result = LAYOUTS[layout](root, list(channels) if channels is not None else None, **layout_options)
+    if not result.cases:
+        raise ValueError(f"layout {layout!r}: no cases found under root {root}")
+    cases = sorted(result.cases, key=lambda c: c.case)
+    ids = [c.case for c in cases]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"layout {layout!r}: duplicate case ids under root {root}: {dupes}")
+
+    forced = set(result.test_cases)
+    unknown = forced - set(ids)
+    if unknown:
+        raise ValueError(f"layout {layout!r}: test cases {sorted(unknown)} are not among the cases found")
+    pool = [c for c in cases if c.label is not None and c.case not in forced]
+    testing = {c.case for c in cases if c.label is None or c.case in forced}
+
+    rng = np.random.default_rng(seed)
+    if test_fraction > 0 and pool:
+        n_test = max(1, int(round(test_fraction * len(pool))))
+        if n_test >= len(pool):
+            raise ValueError(
+                f"test_fraction={test_fraction} would move {n_test} of {len(pool)} labelled cases to testing, "
+                "leaving none for training"
+            )
+        drawn = rng.choice(len(pool), size=n_test, replace=False)
+        testing |= {pool[i].case for i in drawn}
+        pool = [c for c in pool if c.case not in testing]
+
+    fold_of: dict[str, int] = {}
+    if pool:
+        if folds > len(pool):
+            raise ValueError(
+                f"folds={folds} is more than the {len(pool)} training case{'s' if len(pool) != 1 else ''} "
+                f"found by layout {layout!r} under root {root}"
+            )
+        for rank, i in enumerate(rng.permutation(len(pool))):
+            fold_of[pool[int(i)].case] = rank % folds
+    else:
+        logger.warning(
+            "layout %r: no labelled cases under %s, the datalist has testing cases only", layout, root
+        )
+
+    def entry(c: Case) -> dict:
+        e: dict[str, Any] = {"image": [_rel(p, root) for p in c.image]}
+        if c.label is not None:
+            e["label"] = _rel(c.label, root)
+        if c.case in fold_of:
+            e["fold"] = fold_of[c.case]
+        e["case"] = c.case
+        return e
+
+    datalist: dict[str, Any] = {"name": result.name, "layout": layout, "channels": list(result.channels)}
+    if result.labels:
+        datalist["labels"] = dict(result.labels)
+    training = [entry(c) for c in cases if c.case in fold_of]
+    test_entries = [entry(c) for c in cases if c.case in testing]
+    datalist.update(
+        folds=folds,
+        seed=seed,
+        numTraining=len(training),
+        numTest=len(test_entries),
+        training=training,
+        testing=test_entries,
+    )
+    if out is not None:
+        write_json_atomic(datalist, out)
+    return datalist

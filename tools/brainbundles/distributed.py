@@ -1,0 +1,31 @@
+"""Process-group set-up for `torchrun` training: NCCL on GPUs, gloo on CPUs."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init_distributed", "destroy_distributed"]
+
+
+def init_distributed() -> int:
+    """Join the process group that `torchrun` describes in the environment; returns this rank.
+
+    Uses NCCL when CUDA is available (and pins this process to its local GPU), gloo otherwise.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise RuntimeError("init_distributed: RANK/WORLD_SIZE unset; start multi_gpu_train.json with torchrun")
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank()
+
+
+def destroy_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,109 @@
+"""Ignite handlers shared by every bundle's training workflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+from brainbundles.transforms.io import atomic_write
+
+__all__ = ["TrainingCheckpoint"]
+
+logger = logging.getLogger("brainbundles")
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class TrainingCheckpoint:
+    """Best and last checkpoints, and resuming a killed training.
+
+    - every ``save_interval`` epochs, ``<ckpt_dir>/last.pt`` holds the network, optimiser, scheduler,
+      epoch, iteration and the validator's best metric (written atomically, rank 0 only);
+    - when the validator's key metric improves, ``<ckpt_dir>/<model_file>`` holds the network weights
+      (a plain state dict, loadable with ``torch.load(weights_only=True)``);
+    - when the trainer starts and ``last.pt`` exists (and ``resume`` is on), all of that state is
+      restored and training continues with the next epoch.
+
+    Attach it after ``ValidationHandler`` in the trainer's handler list so that the epoch's
+    validation has run when the checkpoint is written.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_scheduler=None,
+        validator: Engine | None = None,
+        save_interval: int = 1,
+        resume: bool = True,
+        model_file: str = "model.pt",
+        last_file: str = "last.pt",
+    ) -> None:
+        if save_interval < 1:
+            raise ValueError(f"save_interval: must be >= 1, got {save_interval}")
+        self.ckpt_dir = Path(ckpt_dir)
+        self.network = network.module if hasattr(network, "module") else network
+        self.optimizer, self.lr_scheduler, self.validator = optimizer, lr_scheduler, validator
+        self.save_interval, self.resume = save_interval, resume
+        self.model_path = self.ckpt_dir / model_file
+        self.last_path = self.ckpt_dir / last_file
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def load(self, engine: Engine) -> None:
+        if not (self.resume and self.last_path.is_file()):
+            return
+        ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
+        self.network.load_state_dict(ckpt["network"])
+        if self.optimizer is not None and "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.lr_scheduler is not None and "lr_scheduler" in ckpt:
+            self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        epoch = int(ckpt["epoch"])
+        engine.state.epoch = epoch
+        engine.state.iteration = epoch * (engine.state.epoch_length or 0)
+        if self.validator is not None and ckpt.get("best_metric_epoch", -1) > 0:
+            self.validator.state.best_metric = float(ckpt["best_metric"])
+            self.validator.state.best_metric_epoch = int(ckpt["best_metric_epoch"])
+        logger.info(
+            "resumed from %s: epoch %d of %s done (best metric %s)",
+            self.last_path,
+            epoch,
+            engine.state.max_epochs,
+            ckpt.get("best_metric"),
+        )
+
+    def _improved(self, epoch: int) -> bool:
+        if self.validator is None:
+            return True
+        return int(getattr(self.validator.state, "best_metric_epoch", -1)) == epoch
+
+    def save(self, engine: Engine) -> None:
+        if not _is_rank0():
+            return
+        epoch = engine.state.epoch
+        if self._improved(epoch):
+            state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+            atomic_write(self.model_path, lambda tmp: torch.save(state, tmp))
+            logger.info("epoch %d: saved best model to %s", epoch, self.model_path)
+        if epoch % self.save_interval and epoch != engine.state.max_epochs:
+            return
+        ckpt = {"network": self.network.state_dict(), "epoch": epoch, "iteration": engine.state.iteration}
+        if self.optimizer is not None:
+            ckpt["optimizer"] = self.optimizer.state_dict()
+        if self.lr_scheduler is not None:
+            ckpt["lr_scheduler"] = self.lr_scheduler.state_dict()
+        if self.validator is not None:
+            ckpt["best_metric"] = float(getattr(self.validator.state, "best_metric", -1))
+            ckpt["best_metric_epoch"] = int(getattr(self.validator.state, "best_metric_epoch", -1))
+        atomic_write(self.last_path, lambda tmp: torch.save(ckpt, tmp))

@@ -1,0 +1,43 @@
+"""Transforms shared by every bundle: intensity standardisation and native-space writing."""
+
+from brainbundles.transforms.intensity import (
+    DEFAULT_PERCENTILES,
+    NyulStandardize,
+    NyulStandardized,
+    ensure_nyul_landmarks,
+    fit_nyul_landmarks,
+    image_landmarks,
+    load_landmarks,
+    save_landmarks,
+)
+from brainbundles.transforms.io import (
+    SaveSegmentationd,
+    atomic_write,
+    collect_volumes,
+    label_volumes_ml,
+    save_like,
+)
+
+
+def nonzero(x):
+    """Foreground selector for ``CropForegroundd``: the non-zero voxels of a skull-stripped scan (a
+    z-scored brain has negative voxels too, so MONAI's default ``x > 0`` would cut into it)."""
+    return x != 0
+
+
+__all__ = [
+    "DEFAULT_PERCENTILES",
+    "NyulStandardize",
+    "NyulStandardized",
+    "SaveSegmentationd",
+    "atomic_write",
+    "collect_volumes",
+    "ensure_nyul_landmarks",
+    "fit_nyul_landmarks",
+    "image_landmarks",
+    "label_volumes_ml",
+    "load_landmarks",
+    "nonzero",
+    "save_landmarks",
+    "save_like",
+]

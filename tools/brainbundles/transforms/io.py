@@ -1,0 +1,157 @@
+"""Writing results in the input scan's native space, whole or not at all.
+
+A segmentation is written with exactly the shape, affine and orientation of the scan it was computed
+from (the header of the reference scan is reused), through a temporary file in the output folder that
+is renamed into place only once complete, so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.transforms import MapTransform
+
+__all__ = [
+    "atomic_write",
+    "save_like",
+    "label_volumes_ml",
+    "SaveSegmentationd",
+    "collect_volumes",
+]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path`` (same suffixes), then rename it to
+    ``path``. On any error the temporary file is removed and nothing appears at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}.part-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def save_like(array: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike, dtype=np.uint8) -> Path:
+    """Write ``array`` as NIfTI at ``path`` on the grid of ``reference`` (same shape, affine, qform/sform).
+
+    Raises ``ValueError`` naming the reference when the array's shape is not the reference's.
+    """
+    ref = nib.load(str(reference))
+    shape = tuple(ref.shape[:3])
+    array = np.asarray(array)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if tuple(array.shape) != shape:
+        raise ValueError(f"{reference}: result shape {tuple(array.shape)} differs from the scan's shape {shape}")
+    data = np.ascontiguousarray(array.astype(dtype))
+    if isinstance(ref, (nib.Nifti1Image, nib.Nifti2Image)) and len(ref.shape) == 3:
+        hdr = ref.header.copy()
+        img = type(ref)(data, ref.affine, header=hdr)
+        img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
+        img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
+    else:  # Analyze, or a 4D multi-channel reference: keep the affine
+        img = nib.Nifti1Image(data, ref.affine)
+        img.set_qform(ref.affine, code=1)
+        img.set_sform(ref.affine, code=1)
+    img.set_data_dtype(dtype)
+    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+    img.header["cal_min"], img.header["cal_max"] = 0, 0
+    return atomic_write(path, lambda tmp: nib.save(img, tmp))
+
+
+def label_volumes_ml(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, str]) -> dict[str, float]:
+    """Volume in mL of each named label (voxel volume from the affine) and their ``total``."""
+    voxel_ml = float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=max(names) + 1)
+    vols = {name: float(counts[int(k)]) * voxel_ml for k, name in sorted(names.items()) if int(k) != 0}
+    vols["total"] = float(sum(vols.values()))
+    return vols
+
+
+class SaveSegmentationd(MapTransform):
+    """Write a label map already inverted to the input's native grid, with its volumes and a preview.
+
+    Expects in the data dict: ``keys`` (the label map, 1 x H x W x D or H x W x D, in the scan's
+    native voxel order, e.g. after ``Invertd`` and ``AsDiscreted(argmax=True)``), ``reference_key`` (the
+    path of the scan whose grid the output takes) and ``case_key`` (the case id). Writes
+    ``<case>_seg.nii.gz``, ``<case>_volumes.json`` and (optionally) ``<case>_overlay.png``.
+    """
+
+    def __init__(
+        self,
+        keys: str = "pred",
+        output_dir: str | os.PathLike = "./output",
+        label_names: Mapping[int | str, str] | None = None,
+        reference_key: str = "reference",
+        case_key: str = "case",
+        output_postfix: str = "seg",
+        write_volumes: bool = True,
+        write_png: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
+        self.reference_key, self.case_key = reference_key, case_key
+        self.output_postfix, self.write_volumes, self.write_png = output_postfix, write_volumes, write_png
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        reference, case = str(d[self.reference_key]), str(d[self.case_key])
+        for key in self.key_iterator(d):
+            pred = d[key]
+            arr = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+            arr = np.rint(arr).astype(np.uint8)
+            seg_path = save_like(arr, reference, self.output_dir / f"{case}_{self.output_postfix}.nii.gz")
+            d[f"{key}_path"] = str(seg_path)
+            labels = arr[0] if arr.ndim == 4 else arr
+            if self.write_volumes:
+                affine = nib.load(str(reference)).affine
+                record = {
+                    "case": case,
+                    "image": reference,
+                    "segmentation": str(seg_path),
+                    "volumes_ml": label_volumes_ml(labels, affine, self.label_names),
+                }
+                atomic_write(
+                    self.output_dir / f"{case}_volumes.json",
+                    lambda tmp, r=record: Path(tmp).write_text(json.dumps(r, indent=2)),
+                )
+            if self.write_png:
+                from brainbundles.visualize import save_overlay_png
+
+                save_overlay_png(reference, seg_path, self.output_dir / f"{case}_overlay.png")
+        return d
+
+
+def collect_volumes(output_dir: str | os.PathLike, out_name: str = "volumes.csv") -> Path | None:
+    """Gather every ``*_volumes.json`` in ``output_dir`` into one CSV (one row per case)."""
+    output_dir = Path(output_dir)
+    records = [json.loads(p.read_text()) for p in sorted(output_dir.glob("*_volumes.json"))]
+    if not records:
+        return None
+    names = list(records[0]["volumes_ml"])
+    rows = [[r["case"]] + [f"{r['volumes_ml'].get(n, float('nan')):.3f}" for n in names] for r in records]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["case"] + [f"{n}_ml" for n in names])
+            w.writerows(rows)
+
+    return atomic_write(output_dir / out_name, write)
