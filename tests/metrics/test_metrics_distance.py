@@ -150,8 +150,12 @@ def test_invalid_arguments() -> None:
 def test_cropping_does_not_change_the_result(seed: int) -> None:
     rng = np.random.default_rng(seed)
     shape = (18, 15, 12)
-    spacing = tuple(float(s) for s in rng.uniform(0.5, 3.0, size=3))
-    # sparse blobs that usually touch the array border somewhere
+    # odd seeds anisotropic, even seeds isotropic (hd95 scales a unit-spacing EDT then)
+    if seed % 2:
+        spacing = tuple(float(s) for s in rng.uniform(0.5, 3.0, size=3))
+    else:
+        spacing = (float(rng.uniform(0.5, 3.0)),) * 3
+    # sparse blobs that touch the array border somewhere
     a = _blobs(rng, shape, 1.5, 0.15)
     b = _blobs(rng, shape, 1.5, 0.15)
     assert a.any() and b.any()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+
+from brainbundles.data.checks import check_case
 
 __all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold"]
 
@@ -107,10 +109,18 @@ def inference_items(
 
 
 def load_fold(
-    datalist: str | os.PathLike, base_dir: str | os.PathLike | None, fold: int, split: str
+    datalist: str | os.PathLike,
+    base_dir: str | os.PathLike | None,
+    fold: int,
+    split: str,
+    channels: Sequence[str] | None = None,
+    label_values: Collection[int] | None = None,
 ) -> list[dict]:
     """Training items of a datalist for cross-validation fold ``fold``: ``split="train"`` gives the
-    items of every other fold, ``"val"`` the items of this fold (items without ``fold`` train)."""
+    items of every other fold, ``"val"`` the items of this fold (items without ``fold`` train).
+
+    With ``channels``, every item is checked first (:func:`brainbundles.data.checks.check_case`, label
+    required, values in ``label_values``) and the first bad one raises ``InputError`` naming the file."""
     if split not in ("train", "val"):
         raise ValueError(f"split: 'train' or 'val', got {split!r}")
     data, base = _read_datalist(datalist, base_dir)
@@ -120,5 +130,8 @@ def load_fold(
     folds = sorted({it["fold"] for it in items if "fold" in it})
     if split == "val" and fold not in folds:
         raise ValueError(f"fold: {fold} is not among the datalist's folds {folds} ({datalist})")
-    chosen = [it for it in items if (it.get("fold") == fold) == (split == "val")]
-    return _with_ids([_resolve(it, base.resolve()) for it in chosen])
+    chosen = [_resolve(it, base.resolve()) for it in items if (it.get("fold") == fold) == (split == "val")]
+    if channels is not None:
+        for it in chosen:
+            check_case(it, channels, label_values, require_label=True)
+    return _with_ids(chosen)

@@ -90,7 +90,7 @@ _BASE_MEANS: dict[str, dict[int, float]] = {
     "t1": {_CSF: 0.22, _GM: 0.62, _DGM: 0.76, _WM: 1.00},
     "t1c": {_CSF: 0.22, _GM: 0.62, _DGM: 0.76, _WM: 1.00},
     "t2": {_CSF: 1.00, _GM: 0.52, _DGM: 0.46, _WM: 0.38},
-    "flair": {_CSF: 0.14, _GM: 1.00, _DGM: 0.84, _WM: 0.72},
+    "flair": {_CSF: 0.14, _GM: 1.00, _DGM: 0.84, _WM: 0.70},
     "pd": {_CSF: 1.00, _GM: 0.92, _DGM: 0.86, _WM: 0.80},
 }
 #: relative intensity (x WM) of choroid plexus and vessels on T1c; on the other contrasts they look like CSF
@@ -374,18 +374,18 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     flat_bottom = rng.uniform(1.08, 1.16)
     surf_amp = rng.uniform(0.025, 0.035)
     surf_field = _Fourier.draw(rng, 16, rng.uniform(0.5, 0.7))
-    t_csf = rng.uniform(0.020, 0.028)  # surface CSF layer
+    t_csf = rng.uniform(0.024, 0.030)  # surface CSF layer
     t_gm = rng.uniform(0.100, 0.115)  # GM ribbon thickness (gyral crowns)
     t_wall = t_gm * rng.uniform(0.75, 0.85)  # GM thickness on the sulcal walls and fundi
     sulc_half = rng.uniform(0.020, 0.026)  # sulcal CSF half-width
     sulc_depth = rng.uniform(0.24, 0.30)
-    sulc_field = _Fourier.draw(rng, 24, rng.uniform(0.75, 0.9))
+    sulc_field = _Fourier.draw(rng, 24, rng.uniform(0.85, 1.0))
     sulc_bend = rng.uniform(0.5, 0.8)
     depth_field = _Fourier.draw(rng, 12, 0.8)
     fiss_field = _Fourier.draw(rng, 8, 1.0, dims=2)  # (y, z) -> lateral shift of the fissure
     fiss_amp = rng.uniform(0.03, 0.05)
-    med_field = _Fourier.draw(rng, 16, 1.3, dims=2)  # medial sulci
-    med_depth_field = _Fourier.draw(rng, 8, 0.8, dims=2)
+    med_field = _Fourier.draw(rng, 16, 1.6)  # medial sulci: (y, z, +-hemisphere offset)
+    med_depth_field = _Fourier.draw(rng, 8, 0.8)
     cc_top = rng.uniform(0.25, 0.29)
     vent_scale = rng.uniform(0.85, 1.25)
     vent_jitter = rng.uniform(-0.015, 0.015, (2, _VENT_MAIN.shape[0], 3))
@@ -441,9 +441,15 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     y2, z2 = np.meshgrid(uy.astype(np.float32), uz.astype(np.float32), indexing="ij")
     zero2 = np.zeros_like(y2)
     shift = (np.float32(fiss_amp) * fiss_field((y2, z2, zero2)))[jj, kk]
-    m, gm_ = med_field.value_and_grad((y2, z2, zero2))
-    dist_med = _sulcal_distance(m, (gm_[0] * scale[1], gm_[1] * scale[2]))[jj, kk]
-    med_bottom = (np.float32(sulc_depth) * np.clip(0.4 + 0.6 * med_depth_field((y2, z2, zero2)), 0.0, 1.2))[jj, kk]
+    right = (px - shift) >= 0
+    dist_med = np.empty_like(px)
+    med_bottom = np.empty_like(px)
+    for hemi, sel in ((0.6, right), (-0.6, ~right)):  # different sulci in each hemisphere
+        third = np.full_like(y2, hemi)
+        m, gm_ = med_field.value_and_grad((y2, z2, third))
+        dist_med[sel] = _sulcal_distance(m, (gm_[0] * scale[1], gm_[1] * scale[2]))[jj[sel], kk[sel]]
+        mb = np.float32(sulc_depth) * np.clip(0.4 + 0.6 * med_depth_field((y2, z2, third)), 0.0, 1.2)
+        med_bottom[sel] = mb[jj[sel], kk[sel]]
     rel = np.abs(py + np.float32(0.03)) / np.float32(0.48)  # corpus callosum: y in [-0.51, 0.45]
     beyond = np.maximum(rel - 1, 0)  # in front of the genu / behind the splenium the floor falls away
     floor = np.float32(cc_top) - np.float32(0.17) * np.minimum(rel, 1) ** 2 - 0.34 * beyond - 3.0 * beyond**2
@@ -470,6 +476,7 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     tissue[(q < 1.0) & (tissue == _WM)] = _DGM
 
     q.fill(np.inf)
+    choroid: list[tuple[np.ndarray, np.ndarray]] = []
     for side, sign in enumerate((1.0, -1.0)):
         main = _VENT_MAIN.copy()
         main[:, :3] += vent_jitter[side]
@@ -482,12 +489,7 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
         for ctrl in (main, occ):
             ctrl[:, 0] *= sign
             _sweep(q, axes, ctrl)
-        atrium = main[_ATRIUM]
-        atrium_r = atrium[3:] * 0.45
-        if side == 0:
-            choroid = [(atrium[:3] + [0.0, 0.0, -0.02], atrium_r)]
-        else:
-            choroid.append((atrium[:3] + [0.0, 0.0, -0.02], atrium_r))
+        choroid.append((main[_ATRIUM, :3] + [0.0, 0.0, -0.02], main[_ATRIUM, 3:] * 0.45))
     _stamp(q, axes, np.array([0.0, -0.08, -0.12]), np.array([third_half * r_mean / radii[0], 0.16, 0.12]))
     ventricles = (q < 1.0) & (tissue > 0)
     tissue[ventricles] = _CSF
@@ -548,4 +550,207 @@ def _render_contrast(seed: int, anatomy: _Anatomy, contrast: str, noise: str) ->
             vals = np.maximum(re, 0.0)
     out = np.zeros(anatomy.grid.shape, dtype=np.float32)
     out.ravel()[idx] = vals
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ data sets
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a data set lays out its cases on disk (file names relative to the data set folder)."""
+
+    name: str
+    channels: tuple[str, ...]  # datalist channel names, one file each
+    case_id: Callable[[int, int], str]  # (1-based case number, number of cases) -> case id
+    image_files: Callable[[str], tuple[str, ...]]  # case id -> one relative path per channel
+    label_file: Callable[[str], str]  # case id -> relative path of the label
+
+
+def _ibsr_id(number: int, total: int) -> str:
+    return f"IBSR_{number:0{max(2, len(str(total)))}d}"
+
+
+_LAYOUTS: dict[str, _Layout] = {
+    "ibsr18": _Layout(
+        name="ibsr18",
+        channels=("T1",),
+        case_id=_ibsr_id,
+        image_files=lambda cid: (f"{cid}/{cid}_ana_strip.nii.gz",),
+        label_file=lambda cid: f"{cid}/{cid}_seg_ana.nii.gz",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class _Task:
+    """A phantom data set kind: its layout, the contrast written for each channel and the labels.
+
+    ``make_label`` turns a rendered :class:`Phantom` into the task's label map (e.g. lesion labels for the
+    tumour / WMH / MS tasks, which would also add lesion tissue to the anatomy before rendering).
+    """
+
+    name: str
+    layout: str
+    contrasts: tuple[str, ...]  # one per layout channel
+    labels: dict[str, str]
+    make_label: Callable[[Phantom], np.ndarray] = lambda p: p.label
+
+
+_TASKS: dict[str, _Task] = {
+    "tissue": _Task(name="tissue", layout="ibsr18", contrasts=("t1",), labels=PHANTOM_LABELS),
+}
+
+#: the tasks :func:`write_phantom_dataset` can write
+PHANTOM_TASKS: tuple[str, ...] = tuple(_TASKS)
+
+
+def _case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` (0-based) of the data set ``seed``."""
+    return seed * 100003 + index
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file in ``path``'s folder (same suffixes), then ``os.replace``."""
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_data_dtype(array.dtype)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    _atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
+
+
+def _save_json(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def write_phantom_dataset(
+    task: str,
+    out: str | os.PathLike,
+    cases: int = 10,
+    seed: int = 0,
+    shape: Sequence[int] = _DEFAULT_SHAPE,
+    spacing: Sequence[float] = _DEFAULT_SPACING,
+    orientation: str = "RAS",
+    test_cases: int = 0,
+    folds: int = 5,
+    dtype: str = "float32",
+) -> Path:
+    """Write a synthetic data set laid out like the real one for ``task``.
+
+    ``"tissue"`` writes the IBSR18 layout: ``out/IBSR_01/IBSR_01_ana_strip.nii.gz`` (T1) and
+    ``out/IBSR_01/IBSR_01_seg_ana.nii.gz`` (uint8 labels 0 background, 1 CSF, 2 GM, 3 WM), numbered
+    ``01, 02, ...`` for ``cases + test_cases`` cases, the last ``test_cases`` being the held-out test set.
+    Case ``i`` (0-based) is :func:`make_phantom` of seed ``seed * 100003 + i``. Also written:
+    ``out/phantom.json`` (manifest) and ``out/datalist.json``, a Decathlon-style datalist with paths
+    relative to ``out``; the training cases get ``fold = rank % folds`` where ``rank`` is their position in
+    ``numpy.random.default_rng(seed).permutation(cases)`` (as ``brainbundles.data.datalist.make_datalist``
+    deals folds). Every file is written atomically (temporary file in the same folder, then ``os.replace``);
+    existing files of the same names are replaced, others are left alone.
+
+    Args:
+        task: one of :data:`PHANTOM_TASKS`.
+        out: the data set folder (created if needed).
+        cases: number of training cases (>= 1).
+        seed: data set seed (non-negative integer).
+        shape, spacing, orientation: as for :func:`make_phantom`.
+        test_cases: number of extra held-out cases (>= 0).
+        folds: number of cross-validation folds (1 <= folds <= cases).
+        dtype: image file data type, ``"float32"`` or ``"int16"`` (rounded and clipped).
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: an unknown ``task`` or ``dtype``, or a bad ``cases``, ``test_cases``, ``folds``,
+            ``seed``, ``shape``, ``spacing`` or ``orientation``.
+    """
+    if task not in _TASKS:
+        raise ValueError(f"task: unknown task {task!r}; known tasks are {list(PHANTOM_TASKS)}")
+    spec = _TASKS[task]
+    layout = _LAYOUTS[spec.layout]
+    cases = _check_count("cases", cases, 1)
+    test_cases = _check_count("test_cases", test_cases, 0)
+    folds = _check_count("folds", folds, 1)
+    if folds > cases:
+        raise ValueError(f"folds: {folds} folds need at least as many training cases, got cases={cases}")
+    if dtype not in ("float32", "int16"):
+        raise ValueError(f"dtype: expected 'float32' or 'int16', got {dtype!r}")
+    seed = _check_seed(seed)
+    shape = _check_shape(shape)
+    spacing = _check_spacing(spacing)
+    orientation = _check_orientation(orientation)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    total = cases + test_cases
+    entries: list[dict[str, Any]] = []
+    for i in range(total):
+        cid = layout.case_id(i + 1, total)
+        ph = make_phantom(_case_seed(seed, i), shape, spacing, orientation, spec.contrasts)
+        images = layout.image_files(cid)
+        for rel, contrast in zip(images, spec.contrasts, strict=True):
+            data = ph.images[contrast]
+            if dtype == "int16":
+                data = np.clip(np.rint(data), -32768, 32767).astype(np.int16)
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            _save_nifti(data, ph.affine, out / rel)
+        label_rel = layout.label_file(cid)
+        (out / label_rel).parent.mkdir(parents=True, exist_ok=True)
+        _save_nifti(spec.make_label(ph).astype(np.uint8), ph.affine, out / label_rel)
+        entries.append({"image": list(images), "label": label_rel, "case": cid})
+
+    fold_of = np.empty(cases, dtype=int)
+    for rank, i in enumerate(np.random.default_rng(seed).permutation(cases)):
+        fold_of[i] = rank % folds
+    training = [{**e, "fold": int(fold_of[i])} for i, e in enumerate(entries[:cases])]
+    name = f"phantom-{task}"
+    datalist = {
+        "name": name,
+        "channels": list(layout.channels),
+        "labels": dict(spec.labels),
+        "folds": folds,
+        "seed": seed,
+        "numTraining": len(training),
+        "numTest": test_cases,
+        "training": training,
+        "testing": entries[cases:],
+    }
+    manifest = {
+        "task": task,
+        "name": name,
+        "layout": layout.name,
+        "cases": cases,
+        "test_cases": test_cases,
+        "seed": seed,
+        "shape": list(shape),
+        "spacing": list(spacing),
+        "orientation": orientation,
+        "folds": folds,
+        "dtype": dtype,
+        "channels": list(layout.channels),
+        "labels": dict(spec.labels),
+        "generator": "brainbundles.data.phantom",
+    }
+    _save_json(manifest, out / "phantom.json")
+    _save_json(datalist, out / "datalist.json")
     return out

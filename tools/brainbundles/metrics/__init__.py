@@ -6,6 +6,7 @@ empty-mask/NaN conventions.
 """
 
 from .distance import HD95Method, hd95, surface_distances
+from .items import evaluate_items
 from .overlap import avd, dice, volume_ml
 from .report import (
     METRICS,
@@ -30,6 +31,7 @@ __all__ = [
     "evaluate_case",
     "evaluate_files",
     "evaluate_folder",
+    "evaluate_items",
     "hd95",
     "summarize",
     "surface_distances",

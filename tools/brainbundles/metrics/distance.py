@@ -15,7 +15,7 @@ Definitions used here
   the larger of the two directed 95th percentiles. This is what MONAI's
   ``compute_hausdorff_distance(percentile=95)``, the WMH Segmentation
   Challenge's ``evaluation.py`` and DeepMind's ``surface-distance``
-  ``compute_robust_hausdorff`` (used by the BraTS 2023 metrics) compute.
+  ``compute_robust_hausdorff`` (area-weighted there) compute.
 * **HD95**, ``method="pooled"``: ``P95(d(P→R) ∪ d(R→P))``, the 95th
   percentile of both directed sets pooled together (MedPy's ``hd95``). It
   typically lies between the two directed percentiles, so it is usually at
