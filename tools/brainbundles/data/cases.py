@@ -28,7 +28,11 @@ def _expand(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     for inp in inputs:
         p = Path(inp).expanduser()
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_SUFFIXES)
+            )
             if not found:
                 raise ValueError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             files.extend(found)
@@ -48,12 +52,13 @@ def _with_ids(items: list[dict]) -> list[dict]:
     for it in items:
         if ids.count(it["case"]) > 1:
             it["case"] = f"{Path(it['reference']).parent.name}_{it['case']}"
-    seen: dict[str, int] = {}
-    for it in items:  # still colliding (same parent names): number them
-        n = seen.get(it["case"], 0)
-        seen[it["case"]] = n + 1
-        if n:
-            it["case"] = f"{it['case']}_{n}"
+    taken: set[str] = set()
+    for it in items:  # still colliding (same parent names): number them, never onto a taken id
+        base, n = it["case"], 0
+        while it["case"] in taken:
+            n += 1
+            it["case"] = f"{base}_{n}"
+        taken.add(it["case"])
     return items
 
 
@@ -128,7 +133,7 @@ def load_fold(
     if not items:
         raise ValueError(f"{datalist}: no 'training' cases in the datalist")
     folds = sorted({it["fold"] for it in items if "fold" in it})
-    if split == "val" and fold not in folds:
+    if fold not in folds:
         raise ValueError(f"fold: {fold} is not among the datalist's folds {folds} ({datalist})")
     chosen = [_resolve(it, base.resolve()) for it in items if (it.get("fold") == fold) == (split == "val")]
     if channels is not None:

@@ -6,9 +6,10 @@ the layout of a real one (``"tissue"``: IBSR18), with a manifest and a MONAI (De
 
 Anatomy
     Every structure is an analytic function of *world* coordinates (mm) sampled at the voxel centres, so a
-    case rendered on another grid (spacing, orientation) is the same anatomy. The brain is an ellipsoid
-    centred at the field-of-view (FOV) centre with radii of about 0.42 x the FOV extent per axis (randomised
-    per case), flattened underneath and with a surface perturbed by smooth noise. Inside it:
+    case rendered on another grid with the same field of view (FOV = shape x spacing), or in another
+    orientation, is the same anatomy. The brain is an ellipsoid centred at the FOV centre with radii of
+    0.395-0.445 x the FOV extent per axis (randomised per case), flattened underneath and with a surface
+    perturbed by smooth noise; it stays inside the central 95% of the FOV. Inside it:
 
     * a thin CSF layer on the surface, and sulci: narrow CSF sheets running radially into the brain along
       the zero set of a noise field on the sphere, with a randomly varying depth (some sulci fade out);
@@ -50,7 +51,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,10 @@ _BASE_MEANS: dict[str, dict[int, float]] = {
     "flair": {_CSF: 0.14, _GM: 1.00, _DGM: 0.84, _WM: 0.70},
     "pd": {_CSF: 1.00, _GM: 0.92, _DGM: 0.86, _WM: 0.80},
 }
+#: least ratio between the means of tissues next to each other in a contrast's order
+_MIN_STEP = 1.04
 #: relative intensity (x WM) of choroid plexus and vessels on T1c; on the other contrasts they look like CSF
-_ENHANCEMENT = {_CHOROID: 1.25, _VESSEL: 1.30}
+_ENHANCEMENT = {_CHOROID: 2.0, _VESSEL: 1.8}
 
 # ------------------------------------------------------------------------------------------------ public API
 
@@ -213,7 +216,9 @@ def _check_contrasts(contrasts: Any) -> list[str]:
     try:
         names = [str(c).lower() for c in contrasts]
     except TypeError:
-        raise ValueError(f"contrasts: expected a sequence of names from {CONTRASTS}, got {contrasts!r}") from None
+        raise ValueError(
+            f"contrasts: expected a sequence of names from {CONTRASTS}, got {contrasts!r}"
+        ) from None
     unknown = [c for c in names if c not in CONTRASTS]
     if unknown:
         raise ValueError(f"contrasts: unknown {unknown}; known contrasts are {list(CONTRASTS)}")
@@ -252,7 +257,9 @@ class _Fourier:
     phases: np.ndarray  # (K,)
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, k: int, freq: float, spread: float = 0.25, dims: int = 3) -> _Fourier:
+    def draw(
+        cls, rng: np.random.Generator, k: int, freq: float, spread: float = 0.25, dims: int = 3
+    ) -> _Fourier:
         d = rng.standard_normal((k, dims))
         d /= np.linalg.norm(d, axis=1, keepdims=True)
         mags = freq * (1.0 + spread * rng.uniform(-1.0, 1.0, k))
@@ -262,7 +269,10 @@ class _Fourier:
 
     def _args(self, p: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         w = (2.0 * np.pi * self.freqs).astype(np.float32)
-        return [(w[k], p[0] * w[k, 0] + p[1] * w[k, 1] + p[2] * w[k, 2] + np.float32(self.phases[k])) for k in range(len(w))]
+        return [
+            (w[k], p[0] * w[k, 0] + p[1] * w[k, 1] + p[2] * w[k, 2] + np.float32(self.phases[k]))
+            for k in range(len(w))
+        ]
 
     def __call__(self, p: Sequence[np.ndarray]) -> np.ndarray:
         amp = np.float32(math.sqrt(2.0 / len(self.phases)))
@@ -296,7 +306,6 @@ class _Anatomy:
     tissue: np.ndarray  # int8 tissue classes (_BG, _CSF, ...) on the RAS grid
     brain: np.ndarray  # flat indices of the brain voxels (tissue > 0)
     u: tuple[np.ndarray, np.ndarray, np.ndarray]  # per-axis normalised coordinates (world / radius)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # control points (normalised coordinates: x lateral, y anterior, z superior) of the right lateral ventricle
@@ -376,18 +385,19 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     surf_field = _Fourier.draw(rng, 16, rng.uniform(0.5, 0.7))
     t_csf = rng.uniform(0.024, 0.030)  # surface CSF layer
     t_gm = rng.uniform(0.100, 0.115)  # GM ribbon thickness (gyral crowns)
-    t_wall = t_gm * rng.uniform(0.75, 0.85)  # GM thickness on the sulcal walls and fundi
+    t_wall = t_gm * rng.uniform(0.70, 0.80)  # GM thickness on the sulcal walls and fundi
     sulc_half = rng.uniform(0.020, 0.026)  # sulcal CSF half-width
     sulc_depth = rng.uniform(0.24, 0.30)
-    sulc_field = _Fourier.draw(rng, 24, rng.uniform(0.85, 1.0))
-    sulc_bend = rng.uniform(0.5, 0.8)
+    sulc_field = _Fourier.draw(rng, 24, rng.uniform(0.95, 1.1))
+    sulc_tilt = rng.uniform(0.4, 0.7)
+    tilt_fields = [_Fourier.draw(rng, 8, 0.5) for _ in range(3)]
     depth_field = _Fourier.draw(rng, 12, 0.8)
     fiss_field = _Fourier.draw(rng, 8, 1.0, dims=2)  # (y, z) -> lateral shift of the fissure
     fiss_amp = rng.uniform(0.03, 0.05)
     med_field = _Fourier.draw(rng, 16, 1.6)  # medial sulci: (y, z, +-hemisphere offset)
     med_depth_field = _Fourier.draw(rng, 8, 0.8)
     cc_top = rng.uniform(0.25, 0.29)
-    vent_scale = rng.uniform(0.85, 1.25)
+    vent_scale = rng.uniform(0.95, 1.3)
     vent_jitter = rng.uniform(-0.015, 0.015, (2, _VENT_MAIN.shape[0], 3))
     nuc_jitter = rng.uniform(-0.015, 0.015, (2, _NUCLEI.shape[0], 3))
     third_half = rng.uniform(0.020, 0.028)
@@ -395,9 +405,9 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
 
     # ---- coordinates: u = world / radius per axis; isotropic units = world / mean radius
     fov = grid.fov
+    # |surface noise| <= clip: the brain reaches at most 0.445 * (1 + 0.035 * 2) = 0.476 FOV from the centre
     clip = 2.0
-    limit = (fov / 2.0 - 1.5 * np.asarray(grid.spacing)) / (1.0 + surf_amp * clip)
-    radii = np.minimum(radius_frac * fov, limit)  # keep the brain inside the FOV on very small grids
+    radii = radius_frac * fov
     r_mean = float(np.exp(np.mean(np.log(radii))))
     scale = (r_mean / radii).astype(np.float32)  # d(u)/d(iso)
     ux, uy, uz = (grid.axis_mm(a) / radii[a] for a in range(3))
@@ -419,22 +429,23 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     idx, jj, kk, px, py, pz, kzv, rs, depth = (a[keep] for a in (idx, jj, kk, px, py, pz, kzv, rs, depth))
     v = tuple(c[keep] for c in v)
 
-    # ---- outer cortex: radial sulci along the zero set of a field on the sphere, of varying depth
-    # the field is sampled at v * rho(r), rho = 1 + bend * (1 - r), so that the sulci bend with depth
-    bend = np.float32(sulc_bend)
-    rho = 1.0 + bend * (1.0 - rs)
-    n2, g = sulc_field.value_and_grad(tuple(c * rho for c in v))
-    gdot = g[0] * v[0] + g[1] * v[1] + g[2] * v[2]
-    gt = [((g[a] - gdot * v[a]) * rho / rs - bend * gdot * v[a]) * scale[a] for a in range(3)]
-    gt[2] *= kzv
-    dist_sulc = _sulcal_distance(n2, gt)
+    # ---- outer cortex: sulci along the zero set of a field on the sphere, of varying depth;
+    # the field lives on the unit sphere; going deeper, the direction it is read at drifts smoothly
+    # (a depth-dependent diffeomorphism of the sphere), so the sulci tilt and bend but every sulcus
+    # stays open to the surface (no buried pockets). Distances are angular (sulci narrow with depth).
+    drift = np.float32(sulc_tilt) * depth
+    vw = [v[a] + drift * tilt_fields[a](v) for a in range(3)]
+    norm = np.sqrt(vw[0] ** 2 + vw[1] ** 2 + vw[2] ** 2)
+    vw = [c / norm for c in vw]
+    n2, g = sulc_field.value_and_grad(vw)
+    gdot = g[0] * vw[0] + g[1] * vw[1] + g[2] * vw[2]
+    dist_sulc = _sulcal_distance(n2, [(g[a] - gdot * vw[a]) * scale[a] for a in range(3)])
     bottom = np.float32(t_csf) + np.float32(sulc_depth) * np.clip(0.85 + 0.5 * depth_field(v), 0.0, 1.2)
     csf = (depth < t_csf) | ((dist_sulc < sulc_half) & (depth < bottom))
     to_sulc = np.sqrt(np.maximum(dist_sulc - sulc_half, 0) ** 2 + np.maximum(depth - bottom, 0) ** 2)
     gm = (depth < t_csf + t_gm) | (to_sulc < t_wall)
-    vessel = (
-        csf & (depth > t_csf) & (np.abs(vessel_field((px, py, pz))) < 0.25)
-    )  # cortical veins: sulcal sheets meeting a level set of another field
+    # cortical veins: tubes where the sulcal CSF sheets meet a level set of another field
+    vessel = csf & (depth > t_csf) & (np.abs(vessel_field((px, py, pz))) < 0.25)
 
     # ---- medial cortex: the interhemispheric fissure, a wavy midline sheet down to the corpus callosum
     # (and through the brain in front of and behind it), with its own sulci; 2-D fields on the (y, z) plane
@@ -444,11 +455,11 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     right = (px - shift) >= 0
     dist_med = np.empty_like(px)
     med_bottom = np.empty_like(px)
-    for hemi, sel in ((0.6, right), (-0.6, ~right)):  # different sulci in each hemisphere
-        third = np.full_like(y2, hemi)
-        m, gm_ = med_field.value_and_grad((y2, z2, third))
+    for hemi, sel in ((1.5, right), (-1.5, ~right)):  # different sulci in each hemisphere
+        h2 = np.full_like(y2, hemi)
+        m, gm_ = med_field.value_and_grad((y2, z2, h2))
         dist_med[sel] = _sulcal_distance(m, (gm_[0] * scale[1], gm_[1] * scale[2]))[jj[sel], kk[sel]]
-        mb = np.float32(sulc_depth) * np.clip(0.4 + 0.6 * med_depth_field((y2, z2, third)), 0.0, 1.2)
+        mb = np.float32(sulc_depth) * np.clip(0.4 + 0.6 * med_depth_field((y2, z2, h2)), 0.0, 1.2)
         med_bottom[sel] = mb[jj[sel], kk[sel]]
     rel = np.abs(py + np.float32(0.03)) / np.float32(0.48)  # corpus callosum: y in [-0.51, 0.45]
     beyond = np.maximum(rel - 1, 0)  # in front of the genu / behind the splenium the floor falls away
@@ -476,6 +487,8 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     tissue[(q < 1.0) & (tissue == _WM)] = _DGM
 
     q.fill(np.inf)
+    q_pad = np.full(grid.shape, np.inf, dtype=np.float32)
+    pad = 0.05 * scale  # wall around the ventricles, in normalised units per axis
     choroid: list[tuple[np.ndarray, np.ndarray]] = []
     for side, sign in enumerate((1.0, -1.0)):
         main = _VENT_MAIN.copy()
@@ -489,9 +502,14 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
         for ctrl in (main, occ):
             ctrl[:, 0] *= sign
             _sweep(q, axes, ctrl)
-        choroid.append((main[_ATRIUM, :3] + [0.0, 0.0, -0.02], main[_ATRIUM, 3:] * 0.45))
-    _stamp(q, axes, np.array([0.0, -0.08, -0.12]), np.array([third_half * r_mean / radii[0], 0.16, 0.12]))
+            _sweep(q_pad, axes, ctrl + np.r_[np.zeros(3), pad])
+        choroid.append((main[_ATRIUM, :3] + [0.0, 0.0, -0.02], main[_ATRIUM, 3:] * 0.7))
+    third_c, third_r = np.array([0.0, -0.08, -0.12]), np.array([third_half * scale[0], 0.16, 0.12])
+    _stamp(q, axes, third_c, third_r)
+    _stamp(q_pad, axes, third_c, third_r + pad)
     ventricles = (q < 1.0) & (tissue > 0)
+    # keep the ventricles closed: a deep sulcus or the fissure reaching them ends in GM short of them
+    tissue[(q_pad < 1.0) & ~ventricles & ((tissue == _CSF) | (tissue == _VESSEL))] = _GM
     tissue[ventricles] = _CSF
 
     # choroid plexus: a small blob in each atrium (enhancing on T1c)
@@ -507,11 +525,13 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
 
 
 def _tissue_means(rng: np.random.Generator, contrast: str) -> np.ndarray:
-    """Per-tissue means for one case: jittered (+-10%) with the contrast's tissue order kept, scaled so
-    the brightest tissue is at 300-1200."""
+    """Per-tissue means for one case: jittered (+-10%) with the contrast's tissue order kept (and at least
+    4% between neighbours), scaled so the brightest tissue is at 300-1200."""
     base = _BASE_MEANS[contrast]
     order = sorted(base, key=base.get)  # tissues from darkest to brightest
     jittered = np.sort(np.array([base[t] for t in order]) * rng.uniform(0.9, 1.1, len(order)))
+    for k in range(1, len(jittered)):  # keep some contrast between neighbouring tissues
+        jittered[k] = max(jittered[k], jittered[k - 1] * _MIN_STEP)
     means = np.zeros(len(_TISSUE_LABEL), dtype=np.float64)
     means[order] = jittered
     for t in (_CHOROID, _VESSEL):
@@ -726,6 +746,7 @@ def write_phantom_dataset(
     name = f"phantom-{task}"
     datalist = {
         "name": name,
+        "layout": "phantom",  # make_datalist("phantom", out, folds, seed) rebuilds this same datalist
         "channels": list(layout.channels),
         "labels": dict(spec.labels),
         "folds": folds,

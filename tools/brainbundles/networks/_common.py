@@ -68,12 +68,16 @@ def validate_common(
         make_act(act, channels=1)
     except Exception as e:  # MONAI raises ValueError / TypeError / KeyError depending on the mistake
         raise ValueError(f"act {act!r} is not a valid activation: {e}") from e
-    try:
-        make_norm(norm, spatial_dims, channels=int(features[0]))
-    except Exception as e:
-        raise ValueError(
-            f"norm {norm!r} is not a valid normalisation for features {tuple(features)}: {e}"
-        ) from e
+    # The networks normalise features[i] and (in decoders) 2 * features[i] channels: check each count, so
+    # that e.g. a group count that does not divide one of them is reported against ``norm``.
+    for channels in sorted({int(c) * k for c in features for k in (1, 2)}):
+        try:
+            make_norm(norm, spatial_dims, channels=channels)
+        except Exception as e:
+            raise ValueError(
+                f"norm {norm!r} is not a valid normalisation for {channels} channels "
+                f"(features {tuple(features)}): {e}"
+            ) from e
     return tuple(int(f) for f in features)
 
 

@@ -139,7 +139,8 @@ class VNet(nn.Module):
     :attr:`dropout_levels`), in the encoder and the decoder, similar to the reference PyTorch implementation.
 
     The paper uses 1, 2, 3, 3 convolutions in the encoder stages, 3 at the bottleneck and 3, 3, 2, 1 in the
-    decoder stages (mirrored), which is the default ``convs_per_stage=(1, 2, 3, 3, 3)``; MONAI's ``VNet``
+    decoder stages (mirrored), which is the default (``convs_per_stage=None`` gives ``min(i + 1, 3)`` for
+    level i, i.e. ``(1, 2, 3, 3, 3)`` for five levels); MONAI's ``VNet``
     follows the reference PyTorch port instead (1, 2, 3, 2 down; 2, 2, 1, 1 up). The paper has no
     normalisation (``norm=None`` reproduces that); the default here is instance normalisation, which trains
     far more stably with the small patch batches used for brain MRI. With ``act="prelu"`` (the default) and no
@@ -159,7 +160,8 @@ class VNet(nn.Module):
         act: activation, MONAI ``get_act_layer`` spec (default ``"prelu"``).
         norm: normalisation, MONAI ``get_norm_layer`` spec, or ``None`` for none (as in the paper).
         convs_per_stage: number of 5×5×5 convolutions in the stage of each level (same length as
-            ``features``, each >= 1); the decoder stage of level i uses ``convs_per_stage[i]`` too.
+            ``features``, each >= 1); the decoder stage of level i uses ``convs_per_stage[i]`` too. ``None``
+            (default) follows the paper: ``min(i + 1, 3)`` for level i.
         kernel_size: odd kernel size of the stage convolutions (5 in the paper).
 
     Raises:
@@ -175,11 +177,13 @@ class VNet(nn.Module):
         dropout: float = 0.0,
         act: ActType = "prelu",
         norm: NormType = "instance",
-        convs_per_stage: Sequence[int] = (1, 2, 3, 3, 3),
+        convs_per_stage: Sequence[int] | None = None,
         kernel_size: int = 5,
     ) -> None:
         super().__init__()
         feats = validate_common(spatial_dims, in_channels, out_channels, features, dropout, act, norm)
+        if convs_per_stage is None:
+            convs_per_stage = tuple(min(i + 1, 3) for i in range(len(feats)))
         if (
             isinstance(convs_per_stage, str | bytes)
             or not isinstance(convs_per_stage, Sequence)

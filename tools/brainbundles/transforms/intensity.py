@@ -28,6 +28,7 @@ from monai.transforms import MapTransform, Transform
 
 __all__ = [
     "DEFAULT_PERCENTILES",
+    "STANDARD_RANGE",
     "image_landmarks",
     "fit_nyul_landmarks",
     "save_landmarks",
@@ -41,7 +42,8 @@ logger = logging.getLogger("brainbundles")
 
 #: cut-offs (1st, 99th percentile) and the deciles between them, as in Nyúl et al. (2000)
 DEFAULT_PERCENTILES: tuple[float, ...] = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
-STANDARD_RANGE: tuple[float, float] = (0.0, 100.0)
+#: the standard scale; it starts above 0 so that no brain voxel is mapped onto the background value 0
+STANDARD_RANGE: tuple[float, float] = (1.0, 100.0)
 
 
 def _foreground(values: np.ndarray) -> np.ndarray:
@@ -98,7 +100,12 @@ def load_landmarks(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Nyúl landmarks file not found (train with use_nyul to create it)")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid Nyúl landmarks file ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a valid Nyúl landmarks file (not a JSON object)")
     p, lm = data.get("percentiles"), data.get("landmarks")
     if not p or not lm or len(p) != len(lm) or np.any(np.diff(lm) <= 0):
         raise ValueError(f"{path}: not a valid Nyúl landmarks file (percentiles/landmarks missing or not increasing)")
@@ -148,7 +155,10 @@ class NyulStandardize(Transform):
             return img
         std = self._load()
         target = np.asarray(std["landmarks"], dtype=np.float64)
-        out = img.clone() if isinstance(img, torch.Tensor) else np.array(img, copy=True)
+        if isinstance(img, torch.Tensor):
+            out = img.clone() if img.is_floating_point() else img.float()
+        else:
+            out = np.array(img, dtype=img.dtype if np.issubdtype(img.dtype, np.floating) else np.float32)
         for c in range(out.shape[0]):
             chan = out[c]
             arr = chan.detach().cpu().numpy() if isinstance(chan, torch.Tensor) else chan
@@ -157,11 +167,15 @@ class NyulStandardize(Transform):
             src = np.maximum.accumulate(src + np.arange(len(src)) * 1e-6)  # strictly increasing
             vals = arr[mask].astype(np.float64)
             mapped = np.interp(vals, src, target)
-            lo_slope = (target[1] - target[0]) / (src[1] - src[0])
-            hi_slope = (target[-1] - target[-2]) / (src[-1] - src[-2])
+            overall = (target[-1] - target[0]) / max(src[-1] - src[0], 1e-12)
+            span = 1e-3 * (src[-1] - src[0])  # a degenerate end segment extrapolates with the overall slope
+            lo_slope = (target[1] - target[0]) / (src[1] - src[0]) if src[1] - src[0] > span else overall
+            hi_slope = (target[-1] - target[-2]) / (src[-1] - src[-2]) if src[-1] - src[-2] > span else overall
             mapped = np.where(vals < src[0], target[0] + (vals - src[0]) * lo_slope, mapped)
             mapped = np.where(vals > src[-1], target[-1] + (vals - src[-1]) * hi_slope, mapped)
             res = np.zeros_like(arr, dtype=np.float32)
+            mapped = mapped.astype(np.float32)
+            mapped[mapped == 0] = 1e-6  # a brain voxel must not become background
             res[mask] = mapped
             if isinstance(out, torch.Tensor):
                 out[c] = torch.as_tensor(res, dtype=out.dtype, device=out.device)

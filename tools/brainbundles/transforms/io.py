@@ -36,6 +36,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}.part-", suffix=suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -59,9 +62,9 @@ def save_like(array: np.ndarray, reference: str | os.PathLike, path: str | os.Pa
     if tuple(array.shape) != shape:
         raise ValueError(f"{reference}: result shape {tuple(array.shape)} differs from the scan's shape {shape}")
     data = np.ascontiguousarray(array.astype(dtype))
-    if isinstance(ref, (nib.Nifti1Image, nib.Nifti2Image)) and len(ref.shape) == 3:
-        hdr = ref.header.copy()
-        img = type(ref)(data, ref.affine, header=hdr)
+    if isinstance(ref, nib.Nifti1Pair) and len(ref.shape) == 3:  # NIfTI-1/2, single file or pair
+        cls = nib.Nifti2Image if isinstance(ref, nib.Nifti2Pair) else nib.Nifti1Image
+        img = cls(data, ref.affine, header=ref.header.copy())
         img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
         img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
     else:  # Analyze, or a 4D multi-channel reference: keep the affine
@@ -77,7 +80,7 @@ def save_like(array: np.ndarray, reference: str | os.PathLike, path: str | os.Pa
 def label_volumes_ml(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, str]) -> dict[str, float]:
     """Volume in mL of each named label (voxel volume from the affine) and their ``total``."""
     voxel_ml = float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=max(names) + 1)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=max(names, default=0) + 1)
     vols = {name: float(counts[int(k)]) * voxel_ml for k, name in sorted(names.items()) if int(k) != 0}
     vols["total"] = float(sum(vols.values()))
     return vols
