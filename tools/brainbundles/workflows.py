@@ -165,9 +165,10 @@ def run_inference(
 #: (network and patch size, which inference must share) or passed to the training run (the rest)
 DEMO_PROFILES: dict[str, dict] = {
     "tissue": {
-        "phantom": {"cases": 16, "test_cases": 4, "shape": (64, 76, 64), "spacing": (1.0, 1.0, 1.0), "folds": 4},
+        "phantom": {"cases": 16, "test_cases": 4, "shape": (80, 96, 80), "spacing": (1.0, 1.0, 1.0), "folds": 4},
         "bundle": {"network_def#features": [16, 32, 64, 128], "network_def#dropout": 0.0, "patch_size": [48, 48, 48]},
-        "train": {"epochs": 40, "val_interval": 10, "num_samples": 4, "batch_size": 4, "num_workers": 0},
+        "train": {"epochs": 20, "val_interval": 10, "learning_rate": 0.002, "num_samples": 4, "batch_size": 4,
+                  "num_workers": 0},
     },
 }
 

@@ -98,6 +98,8 @@ class ResUNet(nn.Module):
 
     Input size: every spatial size must be divisible by ``2 ** (len(features) - 1)`` (8 by default);
     ``forward`` raises ``ValueError`` otherwise. Works for 2D and 3D, channels-last inputs and autocast.
+    Instance normalisation in training mode needs more than one voxel per channel, so the bottleneck
+    must not be 1×1×1: use inputs of at least ``2 * self.divisor`` along one axis for training.
 
     Args:
         spatial_dims: 2 or 3.

@@ -79,6 +79,8 @@ class UNetIN(nn.Module):
 
     Input size: every spatial size must be divisible by ``2 ** (len(features) - 1)`` (8 with the default
     four levels); ``forward`` raises ``ValueError`` otherwise. Works for 2D and 3D.
+    Instance normalisation in training mode needs more than one voxel per channel, so the bottleneck
+    must not be 1×1×1: use inputs of at least ``2 * self.divisor`` along one axis for training.
 
     Only ``nn.Conv``/``nn.ConvTranspose``/pooling/normalisation ops and additions are used (no ``.view``), so the
     network runs with ``torch.channels_last_3d`` inputs and under ``torch.autocast``.

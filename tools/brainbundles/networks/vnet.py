@@ -142,14 +142,16 @@ class VNet(nn.Module):
     decoder stages (mirrored), which is the default (``convs_per_stage=None`` gives ``min(i + 1, 3)`` for
     level i, i.e. ``(1, 2, 3, 3, 3)`` for five levels); MONAI's ``VNet``
     follows the reference PyTorch port instead (1, 2, 3, 2 down; 2, 2, 1, 1 up). The paper has no
-    normalisation (``norm=None`` reproduces that); the default here is instance normalisation, which trains
-    far more stably with the small patch batches used for brain MRI. With ``act="prelu"`` (the default) and no
-    explicit ``num_parameters``, every PReLU learns one slope per channel, as in the reference
-    implementation.
+    normalisation (``norm=None`` reproduces that); the default here is instance normalisation, as in the
+    package's other networks, which does not depend on the (small) patch batch size used for brain MRI.
+    With ``act="prelu"`` (the default) and no explicit ``num_parameters``, every PReLU learns one slope per
+    channel, as in the reference implementation.
 
     Input size: every spatial size must be divisible by ``2 ** (len(features) - 1)`` (16 by default);
     ``forward`` raises ``ValueError`` otherwise. Works for 2D (5×5 kernels) and 3D. Only plain convolutions,
     ``torch.cat``, ``repeat`` and additions are used, so channels-last inputs and autocast are supported.
+    Instance normalisation in training mode needs more than one voxel per channel, so the bottleneck
+    must not be 1×1×1: use inputs of at least ``2 * self.divisor`` along one axis for training.
 
     Args:
         spatial_dims: 2 or 3.
