@@ -276,7 +276,9 @@ def test_real_t1_scans_keep_their_geometry(trained, tmp_path):
     out = run_inference(trained, inputs, output_dir=tmp_path / "real", **{"inferer#roi_size": [64, 64, 64]})
     for p in inputs:
         ref = nib.load(p)
-        segs = [s for s in out.glob("*_seg.nii.gz") if s.name.endswith(p.name.replace(".nii.gz", "_seg.nii.gz"))]
+        stem = p.name.replace(".nii.gz", "_seg.nii.gz")
+        names = [stem, f"{p.parent.name}_{stem}"]  # same file names get their folder as prefix
+        segs = [out / n for n in names if (out / n).is_file()]
         assert len(segs) == 1, p
         seg = nib.load(segs[0])
         assert seg.shape == ref.shape, p

@@ -107,7 +107,9 @@ BAD_COMMON = [
 
 
 @pytest.mark.parametrize("cls", NETWORKS, ids=_ids)
-@pytest.mark.parametrize(("name", "override"), BAD_COMMON, ids=[f"{n}={v[n]!r}-{i}" for i, (n, v) in enumerate(BAD_COMMON)])
+@pytest.mark.parametrize(
+    ("name", "override"), BAD_COMMON, ids=[f"{n}={v[n]!r}-{i}" for i, (n, v) in enumerate(BAD_COMMON)]
+)
 def test_bad_argument_raises_value_error_naming_it(cls: type, name: str, override: dict) -> None:
     kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "features": TINY, **override}
     with pytest.raises(ValueError, match=name):

@@ -7,7 +7,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "destroy_distributed"]
+__all__ = ["RANK_ZERO_HANDLERS", "init_distributed", "destroy_distributed", "rank_zero_only"]
 
 
 def init_distributed() -> int:
@@ -29,3 +29,15 @@ def destroy_distributed() -> None:
     """Leave the process group, if one was joined."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+#: handlers that log or write files, which only the first process should run
+RANK_ZERO_HANDLERS = ("StatsHandler", "TensorBoardStatsHandler", "MetricsSaver", "CheckpointSaver")
+
+
+def rank_zero_only(handlers: list, names: tuple[str, ...] = RANK_ZERO_HANDLERS) -> list:
+    """``handlers`` on rank 0 (or outside a process group); elsewhere without the logging/writing
+    handlers named in ``names``, so that N processes do not log N times or write the same files."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        return list(handlers)
+    return [h for h in handlers if type(h).__name__ not in names]

@@ -18,6 +18,7 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 
 from brainbundles.bundle.verify import config_files
+from brainbundles.data.checks import InputError
 
 __all__ = [
     "BUNDLE_NAMES",
@@ -151,13 +152,21 @@ def run_inference(
     else:
         raise ValueError("inputs: give input files/folders or a datalist")
     args.update(overrides)
-    run(
-        run_id="inference",
-        meta_file=str(root / "configs" / "metadata.json"),
-        config_file=config_files(root, "inference"),
-        logging_file=str(root / "configs" / "logging.conf"),
-        **args,
-    )
+    try:
+        run(
+            run_id="inference",
+            meta_file=str(root / "configs" / "metadata.json"),
+            config_file=config_files(root, "inference"),
+            logging_file=str(root / "configs" / "logging.conf"),
+            **args,
+        )
+    except RuntimeError as e:  # MONAI's config evaluation wraps the InputError that names the bad cases
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, InputError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
     return Path(output_dir)
 
 

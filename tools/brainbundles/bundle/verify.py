@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from monai.bundle import ConfigParser
+from monai.bundle.reference_resolver import ReferenceResolver
 
 __all__ = ["META_SCHEMA", "config_files", "verify_metadata", "parse_bundle", "verify_configs", "verify_net_in_out"]
 
@@ -56,7 +57,7 @@ def _references(value, found: set[str]) -> None:
         for v in value:
             _references(v, found)
     elif isinstance(value, str):
-        found.update(ConfigParser.ref_resolver.match_refs_pattern(value).keys())
+        found.update(r.replace("::", "#") for r in ReferenceResolver.match_refs_pattern(value))
 
 
 def verify_configs(bundle_root: str | os.PathLike) -> dict[str, list[str]]:

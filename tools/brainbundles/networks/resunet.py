@@ -1,9 +1,9 @@
-"""ResUNet: a NeuroNet-like U-Net with a residual encoder (residual units at every scale, strided convolutions).
+"""ResUNet: a NeuroNet-like U-Net with a residual encoder (residual units, strided-convolution downsampling).
 
 References:
     - Rajchl, Pawlowski, Rueckert, Matthews, Glocker (2018), "NeuroNet: Fast and Robust Reproduction of
-      Multiple Brain Image Segmentation Pipelines", MIDL 2018 (residual U-Net, 2 residual units at 4 scales,
-      features 16-32-64-128, strided convolutions).
+      Multiple Brain Image Segmentation Pipelines", MIDL 2018 (residual encoder with 2 residual units per
+      scale, 4 scales with 16-32-64-128 features, strided convolutions; DLTK reference implementation).
     - He, Zhang, Ren, Sun (2016), "Identity Mappings in Deep Residual Networks", ECCV (pre-activation units).
     - Ronneberger, Fischer, Brox (2015), "U-Net", MICCAI; Çiçek et al. (2016), "3D U-Net", MICCAI.
 """
@@ -70,31 +70,39 @@ class _PreActResidualUnit(nn.Module):
 
 
 class ResUNet(nn.Module):
-    """NeuroNet-like residual U-Net: ``num_res_units`` residual units at each scale, strided-conv downsampling.
+    """NeuroNet-like residual U-Net: ``num_res_units`` residual units per scale, strided-conv downsampling.
 
-    Follows the segmentation network of NeuroNet (Rajchl et al., 2018): a U-Net whose encoder has
-    ``num_res_units`` (default 2) pre-activation residual units (He et al., 2016) at each of
-    ``len(features)`` scales (default 4: 16, 32, 64, 128 features), downsampling with stride-2 convolutions.
+    Follows the residual U-Net of the NeuroNet authors (Rajchl et al., 2018; DLTK ``residual_unet_3d`` /
+    ``neuronet_3d``, configured with ``filters=(16, 32, 64, 128)``, ``num_residual_units=2``): an initial
+    convolution at full resolution, then ``num_res_units`` pre-activation residual units (He et al., 2016) at
+    each lower scale, the first of them downsampling with a stride-2 convolution.
 
     Architecture, for ``L = len(features)`` scales:
 
-    - stem: 3×3×3 convolution in_channels -> features[0] at full resolution.
-    - encoder scale 0: ``num_res_units`` residual units at features[0], full resolution;
-      encoder scale s >= 1: a residual unit with a stride-2 first convolution (and a stride-2 1×1 projection
-      shortcut) features[s-1] -> features[s], then ``num_res_units - 1`` residual units at features[s].
-      The last scale is the bottleneck.
+    - scale 0 (full resolution): stem, a 3×3×3 convolution in_channels -> features[0].
+    - encoder scale s = 1..L-1: a residual unit whose first convolution has stride 2 (with a stride-2 1×1
+      projection shortcut) features[s-1] -> features[s], then ``num_res_units - 1`` residual units at
+      features[s]. Scale L-1 is the bottleneck.
     - decoder scale s = L-2..0: 2×2×2 transposed convolution with stride 2 features[s+1] -> features[s],
-      **concatenated** with the encoder output of scale s, then one residual unit 2·features[s] -> features[s].
+      **concatenated** with the encoder output of scale s, then one residual unit 2·features[s] -> features[s]
+      (the "asymmetric" DLTK variant: the residual capacity sits in the encoder).
     - head: norm -> act -> 1×1 convolution features[0] -> out_channels. ``forward`` returns raw logits.
 
-    Spatial dropout sits between the two convolutions of the encoder units in the deeper half of the scales
-    (scales 2 and 3 by default, see :attr:`dropout_levels`).
+    Each residual unit is ``conv(act(norm(conv(act(norm(x)), stride)))) + shortcut``. Spatial dropout sits
+    between the two convolutions of the encoder units in the deeper half of the scales (scales 2 and 3 by
+    default, see :attr:`dropout_levels`).
 
-    Why not ``monai.networks.nets.UNet(num_res_units=2)``: despite its name, there ``num_res_units`` is the
-    number of convolutions inside ONE residual unit per scale, the first unit is already strided (no
-    convolution at full resolution in the encoder), and the full-resolution output path is squeezed through
-    ``out_channels`` normalised channels. That is a different architecture (and parameter layout) from the
-    NeuroNet description, so this class implements it directly.
+    Differences from the DLTK reference: transposed convolutions instead of linear upsampling, 3×3×3 strided
+    convolutions with a 1×1 projection shortcut instead of 4×4×4 ones with a max-pool + zero-padding shortcut,
+    a final norm/act before the classifier, and configurable ``act``/``norm`` (NeuroNet used ReLU6,
+    ``act="relu6"``, and batch normalisation, ``norm="batch"``). NeuroNet's multi-task FCN decoders are not
+    reproduced: this is the single-task U-Net.
+
+    Why not ``monai.networks.nets.UNet(num_res_units=2)``: there ``num_res_units`` is the number of
+    convolutions inside ONE residual unit per scale, the first unit is already strided (no convolution at full
+    resolution in the encoder), and the full-resolution output path is squeezed through ``out_channels``
+    normalised channels. That is a different architecture (and parameter layout), so this class implements
+    the NeuroNet one directly.
 
     Input size: every spatial size must be divisible by ``2 ** (len(features) - 1)`` (8 by default);
     ``forward`` raises ``ValueError`` otherwise. Works for 2D and 3D, channels-last inputs and autocast.
@@ -109,8 +117,8 @@ class ResUNet(nn.Module):
         dropout: spatial dropout probability in [0, 1) for the deeper encoder units (0 disables it).
         act: activation, MONAI ``get_act_layer`` spec (default ``"leakyrelu"``).
         norm: normalisation, MONAI ``get_norm_layer`` spec (default ``"instance"``; NeuroNet used batch
-            normalisation, ``"batch"``), or ``None`` for none.
-        num_res_units: residual units per encoder scale, >= 1 (2 in NeuroNet).
+            normalisation), or ``None`` for none.
+        num_res_units: residual units per encoder scale below full resolution, >= 1 (2 in NeuroNet).
 
     Raises:
         ValueError: on an invalid argument; the message names the argument.
@@ -139,13 +147,14 @@ class ResUNet(nn.Module):
         self.dropout_levels = tuple(dropout_levels(num_levels))
 
         self.stem = conv_layer(spatial_dims, in_channels, feats[0], 3)
+        # encoders[s - 1] serves scale s = 1..L-1.
         self.encoders = nn.ModuleList()
-        for s, f in enumerate(feats):
+        for s in range(1, num_levels):
             p = float(dropout) if s in self.dropout_levels else 0.0
-            c_in = feats[0] if s == 0 else feats[s - 1]
-            units = [_PreActResidualUnit(spatial_dims, c_in, f, 1 if s == 0 else 2, act, norm, p)]
+            units = [_PreActResidualUnit(spatial_dims, feats[s - 1], feats[s], 2, act, norm, p)]
             units += [
-                _PreActResidualUnit(spatial_dims, f, f, 1, act, norm, p) for _ in range(num_res_units - 1)
+                _PreActResidualUnit(spatial_dims, feats[s], feats[s], 1, act, norm, p)
+                for _ in range(num_res_units - 1)
             ]
             self.encoders.append(nn.Sequential(*units))
 
@@ -166,7 +175,7 @@ class ResUNet(nn.Module):
         """Map ``x`` of shape (B, in_channels, *spatial) to logits of shape (B, out_channels, *spatial)."""
         check_input(x, self.spatial_dims, self.divisor)
         x = self.stem(x)
-        skips: list[torch.Tensor] = []
+        skips: list[torch.Tensor] = [x]
         for encoder in self.encoders:
             x = encoder(x)
             skips.append(x)
