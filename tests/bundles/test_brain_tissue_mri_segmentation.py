@@ -164,7 +164,9 @@ def test_evaluate_writes_native_space_metrics(trained, phantoms, tmp_path):
     assert set(report["summary"]) == {"CSF", "GM", "WM"}
     for name in ("CSF", "GM", "WM"):
         assert {"dice", "hd95", "avd"} <= set(report["summary"][name])
-    val_cases = [c for c in json.loads((phantoms / "datalist.json").read_text())["training"] if c["fold"] == 0]
+    val_cases = [
+        c for c in json.loads((phantoms / "datalist.json").read_text())["training"] if c["fold"] == 0
+    ]
     assert len(report["per_case"]) == len(val_cases)
     assert (out / "metrics.csv").is_file()
 
@@ -254,7 +256,9 @@ def test_training_refuses_label_outside_classes(phantoms, tmp_path):
 
 def test_multi_process_training_gloo(phantoms, tmp_path):
     bundle = copy_bundle(BUNDLE, tmp_path / "bundle", TINY)
-    run_training(bundle, phantoms, phantoms / "datalist.json", multi_gpu=True, nproc=2, epochs=1, **TRAIN_FAST)
+    run_training(
+        bundle, phantoms, phantoms / "datalist.json", multi_gpu=True, nproc=2, epochs=1, **TRAIN_FAST
+    )
     assert (bundle / "models" / "last.pt").is_file() and (bundle / "models" / "model.pt").is_file()
 
 

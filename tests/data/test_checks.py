@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from brainbundles.data.checks import CaseList, InputError, check_case, resolve_item
 
 SHAPE = (8, 8, 8)

@@ -9,10 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from brainbundles.data.checks import check_case
-from brainbundles.data.datalist import LAYOUTS, make_datalist
 from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImaged
+
+from brainbundles.data.checks import check_case
+from brainbundles.data.datalist import LAYOUTS, make_datalist
 
 SHAPE = (8, 8, 8)
 

@@ -8,11 +8,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from brainbundles.metrics import hd95, surface_distances
 from monai.metrics import compute_hausdorff_distance
 from monai.metrics.utils import get_edge_surface_distance
 from scipy import ndimage
 from scipy.spatial.distance import cdist
+
+from brainbundles.metrics import hd95, surface_distances
 
 
 def _box(shape: tuple[int, ...], lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:

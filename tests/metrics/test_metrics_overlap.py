@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from brainbundles.metrics import avd, dice, volume_ml
 from monai.metrics import compute_dice
 from scipy import ndimage
+
+from brainbundles.metrics import avd, dice, volume_ml
 
 
 def _cube(shape: tuple[int, ...], start: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:

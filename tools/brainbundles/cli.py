@@ -69,7 +69,9 @@ class Commands:
         from brainbundles.data.datalist import make_datalist
 
         kwargs = {"channels": list(channels)} if channels else {}
-        dl = make_datalist(layout, root, out=out, folds=folds, seed=seed, test_fraction=test_fraction, **kwargs)
+        dl = make_datalist(
+            layout, root, out=out, folds=folds, seed=seed, test_fraction=test_fraction, **kwargs
+        )
         return f"{out}: {len(dl.get('training', []))} training and {len(dl.get('testing', []))} testing cases"
 
     def demo(self, task: str = "tissue", out: str | None = None, seed: int = 0, **train_overrides) -> None:
@@ -78,8 +80,15 @@ class Commands:
 
         run_demo(task, out or f"demo_{task}", seed=seed, **train_overrides)
 
-    def infer(self, bundle: str, *inputs: str, input: Sequence[str] | str | None = None, output: str = "output",
-              datalist: str | None = None, **overrides) -> None:
+    def infer(
+        self,
+        bundle: str,
+        *inputs: str,
+        input: Sequence[str] | str | None = None,
+        output: str = "output",
+        datalist: str | None = None,
+        **overrides,
+    ) -> None:
         """Segment scans with a bundle (folder or name): `brainbundles infer tissue --input T1.nii.gz --output out`."""
         from brainbundles.data.checks import InputError
         from brainbundles.workflows import run_inference
@@ -91,8 +100,15 @@ class Commands:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    def train(self, bundle: str, dataset_dir: str, datalist: str, multi_gpu: bool = False, nproc: int = 2,
-              **overrides) -> None:
+    def train(
+        self,
+        bundle: str,
+        dataset_dir: str,
+        datalist: str,
+        multi_gpu: bool = False,
+        nproc: int = 2,
+        **overrides,
+    ) -> None:
         """Train a bundle through the MONAI bundle runner (resumes from models/last.pt if present)."""
         from brainbundles.workflows import run_training
 

@@ -16,7 +16,9 @@ def init_distributed() -> int:
     Uses NCCL when CUDA is available (and pins this process to its local GPU), gloo otherwise.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise RuntimeError("init_distributed: RANK/WORLD_SIZE unset; start multi_gpu_train.json with torchrun")
+        raise RuntimeError(
+            "init_distributed: RANK/WORLD_SIZE unset; start multi_gpu_train.json with torchrun"
+        )
     if not dist.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:

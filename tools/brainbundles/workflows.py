@@ -54,7 +54,9 @@ def resolve_bundle(bundle: str | os.PathLike) -> Path:
         root = bundles_dir() / name
     if not (root / "configs" / "common.json").is_file():
         known = ", ".join(sorted(BUNDLE_NAMES.values()))
-        raise ValueError(f"bundle: {bundle} is neither a bundle folder (configs/common.json) nor a known bundle ({known})")
+        raise ValueError(
+            f"bundle: {bundle} is neither a bundle folder (configs/common.json) nor a known bundle ({known})"
+        )
     return root.resolve()
 
 
@@ -105,23 +107,27 @@ def run_training(
         if multi_gpu
         else [sys.executable, "-m"]
     )
-    cmd = launcher + [
-        "monai.bundle",
-        "run",
-        "training",
-        "--meta_file",
-        str(root / "configs" / "metadata.json"),
-        "--config_file",
-        json.dumps(files),
-        "--logging_file",
-        str(root / "configs" / "logging.conf"),
-        "--bundle_root",
-        str(root),
-        "--dataset_dir",
-        str(Path(dataset_dir).resolve()),
-        "--data_list_file_path",
-        str(Path(datalist).resolve()),
-    ] + _runner_args(overrides)
+    cmd = (
+        launcher
+        + [
+            "monai.bundle",
+            "run",
+            "training",
+            "--meta_file",
+            str(root / "configs" / "metadata.json"),
+            "--config_file",
+            json.dumps(files),
+            "--logging_file",
+            str(root / "configs" / "logging.conf"),
+            "--bundle_root",
+            str(root),
+            "--dataset_dir",
+            str(Path(dataset_dir).resolve()),
+            "--data_list_file_path",
+            str(Path(datalist).resolve()),
+        ]
+        + _runner_args(overrides)
+    )
     logger.info("running: %s", " ".join(cmd))
     subprocess.run(cmd, check=True)
 
@@ -145,7 +151,9 @@ def run_inference(
         raise FileNotFoundError(f"{model}: the bundle has no trained weights; train it first")
     args: dict[str, object] = {"bundle_root": str(root), "output_dir": str(Path(output_dir).resolve())}
     if inputs:
-        args["input_files"] = [str(Path(p).resolve()) for p in ([inputs] if isinstance(inputs, str) else inputs)]
+        args["input_files"] = [
+            str(Path(p).resolve()) for p in ([inputs] if isinstance(inputs, str) else inputs)
+        ]
     elif datalist is not None:
         args["data_list_file_path"] = str(Path(datalist).resolve())
         args["dataset_dir"] = str(Path(dataset_dir or Path(datalist).parent).resolve())
@@ -174,15 +182,33 @@ def run_inference(
 #: (network and patch size, which inference must share) or passed to the training run (the rest)
 DEMO_PROFILES: dict[str, dict] = {
     "tissue": {
-        "phantom": {"cases": 16, "test_cases": 4, "shape": (80, 96, 80), "spacing": (1.0, 1.0, 1.0), "folds": 4},
-        "bundle": {"network_def#features": [16, 32, 64, 128], "network_def#dropout": 0.0, "patch_size": [48, 48, 48]},
-        "train": {"epochs": 20, "val_interval": 10, "learning_rate": 0.002, "num_samples": 4, "batch_size": 4,
-                  "num_workers": 0},
+        "phantom": {
+            "cases": 16,
+            "test_cases": 4,
+            "shape": (80, 96, 80),
+            "spacing": (1.0, 1.0, 1.0),
+            "folds": 4,
+        },
+        "bundle": {
+            "network_def#features": [16, 32, 64, 128],
+            "network_def#dropout": 0.0,
+            "patch_size": [48, 48, 48],
+        },
+        "train": {
+            "epochs": 50,
+            "val_interval": 10,
+            "learning_rate": 0.002,
+            "num_samples": 4,
+            "batch_size": 4,
+            "num_workers": 0,
+        },
     },
 }
 
 
-def run_demo(task: str = "tissue", out: str | os.PathLike = "demo_tissue", seed: int = 0, **train_overrides) -> dict:
+def run_demo(
+    task: str = "tissue", out: str | os.PathLike = "demo_tissue", seed: int = 0, **train_overrides
+) -> dict:
     """Phantoms -> training through the bundle runner -> inference on held-out phantoms -> evaluation.
 
     Leaves ``out/data`` (phantoms + datalist), ``out/bundle`` (a complete trained bundle),
@@ -222,6 +248,9 @@ def run_demo(task: str = "tissue", out: str | os.PathLike = "demo_tissue", seed:
         },
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"held-out phantoms: {len(items)} cases; mean Dice " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items()))
+    print(
+        f"held-out phantoms: {len(items)} cases; mean Dice "
+        + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+    )
     print(f"time: {metrics['seconds']}; metrics in {out / 'metrics.json'}; trained bundle in {bundle}")
     return metrics

@@ -9,7 +9,14 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 from monai.bundle.reference_resolver import ReferenceResolver
 
-__all__ = ["META_SCHEMA", "config_files", "verify_metadata", "parse_bundle", "verify_configs", "verify_net_in_out"]
+__all__ = [
+    "META_SCHEMA",
+    "config_files",
+    "verify_metadata",
+    "parse_bundle",
+    "verify_configs",
+    "verify_net_in_out",
+]
 
 META_SCHEMA = Path(__file__).with_name("meta_schema.json")
 
@@ -34,7 +41,9 @@ def verify_metadata(bundle_root: str | os.PathLike) -> None:
     (the schema is the package's copy, so nothing is downloaded)."""
     from monai.bundle import verify_metadata as monai_verify_metadata
 
-    monai_verify_metadata(meta_file=str(Path(bundle_root) / "configs" / "metadata.json"), filepath=str(META_SCHEMA))
+    monai_verify_metadata(
+        meta_file=str(Path(bundle_root) / "configs" / "metadata.json"), filepath=str(META_SCHEMA)
+    )
 
 
 def parse_bundle(bundle_root: str | os.PathLike, workflow: str, **overrides) -> ConfigParser:

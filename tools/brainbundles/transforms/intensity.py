@@ -79,7 +79,9 @@ def fit_nyul_landmarks(
         arr = np.asanyarray(nib.load(str(img)).dataobj) if isinstance(img, (str, os.PathLike)) else img
         lm = image_landmarks(arr, percentiles)
         if lm[-1] <= lm[0]:
-            raise ValueError(f"image {img if isinstance(img, (str, os.PathLike)) else ''}: constant intensities")
+            raise ValueError(
+                f"image {img if isinstance(img, (str, os.PathLike)) else ''}: constant intensities"
+            )
         mapped.append(s1 + (lm - lm[0]) / (lm[-1] - lm[0]) * (s2 - s1))
     return {"percentiles": [float(p) for p in percentiles], "landmarks": np.mean(mapped, axis=0).tolist()}
 
@@ -108,7 +110,9 @@ def load_landmarks(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: not a valid Nyúl landmarks file (not a JSON object)")
     p, lm = data.get("percentiles"), data.get("landmarks")
     if not p or not lm or len(p) != len(lm) or np.any(np.diff(lm) <= 0):
-        raise ValueError(f"{path}: not a valid Nyúl landmarks file (percentiles/landmarks missing or not increasing)")
+        raise ValueError(
+            f"{path}: not a valid Nyúl landmarks file (percentiles/landmarks missing or not increasing)"
+        )
     return data
 
 
@@ -170,7 +174,9 @@ class NyulStandardize(Transform):
             overall = (target[-1] - target[0]) / max(src[-1] - src[0], 1e-12)
             span = 1e-3 * (src[-1] - src[0])  # a degenerate end segment extrapolates with the overall slope
             lo_slope = (target[1] - target[0]) / (src[1] - src[0]) if src[1] - src[0] > span else overall
-            hi_slope = (target[-1] - target[-2]) / (src[-1] - src[-2]) if src[-1] - src[-2] > span else overall
+            hi_slope = (
+                (target[-1] - target[-2]) / (src[-1] - src[-2]) if src[-1] - src[-2] > span else overall
+            )
             mapped = np.where(vals < src[0], target[0] + (vals - src[0]) * lo_slope, mapped)
             mapped = np.where(vals > src[-1], target[-1] + (vals - src[-1]) * hi_slope, mapped)
             res = np.zeros_like(arr, dtype=np.float32)

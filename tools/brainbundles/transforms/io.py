@@ -49,7 +49,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-def save_like(array: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike, dtype=np.uint8) -> Path:
+def save_like(
+    array: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike, dtype=np.uint8
+) -> Path:
     """Write ``array`` as NIfTI at ``path`` on the grid of ``reference`` (same shape, affine, qform/sform).
 
     Raises ``ValueError`` naming the reference when the array's shape is not the reference's.
@@ -60,7 +62,9 @@ def save_like(array: np.ndarray, reference: str | os.PathLike, path: str | os.Pa
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if tuple(array.shape) != shape:
-        raise ValueError(f"{reference}: result shape {tuple(array.shape)} differs from the scan's shape {shape}")
+        raise ValueError(
+            f"{reference}: result shape {tuple(array.shape)} differs from the scan's shape {shape}"
+        )
     data = np.ascontiguousarray(array.astype(dtype))
     if isinstance(ref, nib.Nifti1Pair) and len(ref.shape) == 3:  # NIfTI-1/2, single file or pair
         cls = nib.Nifti2Image if isinstance(ref, nib.Nifti2Pair) else nib.Nifti1Image
