@@ -13,9 +13,9 @@ import pytest
 import torch
 from nibabel.orientations import aff2axcodes, axcodes2ornt
 
+from brainbundles.fileio import atomic_write
 from brainbundles.transforms.io import (
     SaveSegmentationd,
-    atomic_write,
     collect_volumes,
     label_volumes_ml,
     save_like,

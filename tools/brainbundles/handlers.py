@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from brainbundles.transforms.io import atomic_write
+from brainbundles.fileio import atomic_write
 
 __all__ = ["TrainingCheckpoint"]
 

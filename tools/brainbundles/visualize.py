@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainbundles.transforms.io import atomic_write
+from brainbundles.fileio import atomic_write
 
 __all__ = ["save_overlay_png"]
 

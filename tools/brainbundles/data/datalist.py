@@ -35,13 +35,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from brainbundles.fileio import write_json_atomic
 
 __all__ = [
     "IBSR_TISSUE_LABELS",
@@ -50,7 +51,6 @@ __all__ = [
     "LayoutResult",
     "make_datalist",
     "register_layout",
-    "write_json_atomic",
 ]
 
 logger = logging.getLogger("brainbundles")
@@ -161,25 +161,6 @@ def _normalise_labels(labels: Mapping[Any, Any] | None) -> dict[str, str] | None
             f"labels must map integer values to names (or names to values), got {dict(labels)!r}"
         )
     return {str(v): name for v, name in sorted(pairs)}
-
-
-def write_json_atomic(obj: Any, out: str | os.PathLike) -> Path:
-    """Write ``obj`` as JSON to ``out`` atomically (temp file in the same folder, then ``os.replace``)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ layouts

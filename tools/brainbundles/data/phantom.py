@@ -46,10 +46,8 @@ whatever other contrasts are asked for.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +58,8 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from scipy.interpolate import CubicSpline
 from scipy.ndimage import gaussian_filter
+
+from brainbundles.fileio import atomic_write, write_json_atomic
 
 __all__ = [
     "CONTRASTS",
@@ -630,31 +630,13 @@ def _case_seed(seed: int, index: int) -> int:
     return seed * 100003 + index
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file in ``path``'s folder (same suffixes), then ``os.replace``."""
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img = nib.Nifti1Image(array, affine)
     img.header.set_data_dtype(array.dtype)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    _atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
-
-
-def _save_json(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
+    atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
@@ -772,6 +754,6 @@ def write_phantom_dataset(
         "labels": dict(spec.labels),
         "generator": "brainbundles.data.phantom",
     }
-    _save_json(manifest, out / "phantom.json")
-    _save_json(datalist, out / "datalist.json")
+    write_json_atomic(manifest, out / "phantom.json")
+    write_json_atomic(datalist, out / "datalist.json")
     return out

@@ -26,7 +26,6 @@ import json
 import math
 import operator
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from numpy.typing import ArrayLike
+
+from brainbundles.fileio import write_text_atomic
 
 from ._common import as_spacing
 from .distance import HD95Method, hd95
@@ -257,24 +258,6 @@ def _format_value(value: float) -> str:
     return "nan" if math.isnan(value) else repr(value)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_report(
     per_case: Mapping[str, Mapping[str, Mapping[str, float]]],
     out_dir: str | os.PathLike[str],
@@ -306,7 +289,7 @@ def write_report(
     csv_path = out / f"{prefix}.csv"
 
     payload = {"per_case": _nan_to_none(per_case), "summary": _nan_to_none(summary)}
-    _atomic_write_text(json_path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(json_path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -315,7 +298,7 @@ def write_report(
         writer.writerow([case_id, *(_format_value(classes[c][m]) for c, m in columns)])
     for stat in _RESERVED_ROW_NAMES:
         writer.writerow([stat, *(_format_value(summary[c][m][stat]) for c, m in columns)])
-    _atomic_write_text(csv_path, buf.getvalue())
+    write_text_atomic(csv_path, buf.getvalue())
     return json_path, csv_path
 
 

@@ -12,7 +12,6 @@ from brainbundles.transforms.intensity import (
 )
 from brainbundles.transforms.io import (
     SaveSegmentationd,
-    atomic_write,
     collect_volumes,
     label_volumes_ml,
     save_like,
@@ -30,7 +29,6 @@ __all__ = [
     "NyulStandardize",
     "NyulStandardized",
     "SaveSegmentationd",
-    "atomic_write",
     "collect_volumes",
     "ensure_nyul_landmarks",
     "fit_nyul_landmarks",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
+
+from brainbundles.fileio import write_json_atomic
 
 __all__ = [
     "DEFAULT_PERCENTILES",
@@ -88,13 +89,7 @@ def fit_nyul_landmarks(
 
 def save_landmarks(landmarks: dict, path: str | os.PathLike) -> Path:
     """Write the landmarks JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(landmarks, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(landmarks, path)
 
 
 def load_landmarks(path: str | os.PathLike) -> dict:

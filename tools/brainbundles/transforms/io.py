@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -19,34 +18,14 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
+from brainbundles.fileio import atomic_write, write_json_atomic
+
 __all__ = [
-    "atomic_write",
     "save_like",
     "label_volumes_ml",
     "SaveSegmentationd",
     "collect_volumes",
 ]
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path`` (same suffixes), then rename it to
-    ``path``. On any error the temporary file is removed and nothing appears at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}.part-", suffix=suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def save_like(
@@ -135,10 +114,7 @@ class SaveSegmentationd(MapTransform):
                     "segmentation": str(seg_path),
                     "volumes_ml": label_volumes_ml(labels, affine, self.label_names),
                 }
-                atomic_write(
-                    self.output_dir / f"{case}_volumes.json",
-                    lambda tmp, r=record: Path(tmp).write_text(json.dumps(r, indent=2)),
-                )
+                write_json_atomic(record, self.output_dir / f"{case}_volumes.json")
             if self.write_png:
                 from brainbundles.visualize import save_overlay_png
 
