@@ -90,15 +90,10 @@ class Commands:
         **overrides,
     ) -> None:
         """Segment scans with a bundle (folder or name): `brainbundles infer tissue --input T1.nii.gz --output out`."""
-        from brainbundles.data.checks import InputError
         from brainbundles.workflows import run_inference
 
         files = list(inputs) + ([input] if isinstance(input, str) else list(input or []))
-        try:
-            run_inference(bundle, files or None, output_dir=output, datalist=datalist, **overrides)
-        except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
+        run_inference(bundle, files or None, output_dir=output, datalist=datalist, **overrides)
 
     def train(
         self,
@@ -116,8 +111,13 @@ class Commands:
 
 
 def main() -> None:
+    """Entry point; bad input (a named file and its problem) ends with a one-line error and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fire.Fire(Commands, name="brainbundles")
+    try:
+        fire.Fire(Commands, name="brainbundles")
+    except (ValueError, FileNotFoundError) as e:  # InputError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
