@@ -19,6 +19,7 @@ from monai.bundle import ConfigParser
 
 from brainbundles.bundle.verify import config_files
 from brainbundles.data.checks import InputError
+from brainbundles.fileio import write_json_atomic
 
 __all__ = [
     "BUNDLE_NAMES",
@@ -79,7 +80,7 @@ def copy_bundle(
         parser = ConfigParser(json.loads(common.read_text()))
         for k, v in overrides.items():
             parser[k] = v
-        common.write_text(json.dumps(parser.get(), indent=4) + "\n")
+        write_json_atomic(parser.get(), common)
     return dst
 
 
@@ -247,7 +248,7 @@ def run_demo(
             "total": round(time.perf_counter() - t0, 1),
         },
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json_atomic(metrics, out / "metrics.json")
     print(
         f"held-out phantoms: {len(items)} cases; mean Dice "
         + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
