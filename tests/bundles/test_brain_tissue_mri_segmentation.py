@@ -288,3 +288,19 @@ def test_real_t1_scans_keep_their_geometry(trained, tmp_path):
         assert seg.shape == ref.shape, p
         assert np.array_equal(seg.affine, ref.affine), p
         assert nib.aff2axcodes(seg.affine) == nib.aff2axcodes(ref.affine)
+
+
+def test_nyul_landmarks_learned_in_training_and_used_at_inference(phantoms, tmp_path):
+    bundle = copy_bundle(BUNDLE, tmp_path / "bundle", {**TINY, "use_nyul": True})
+    run_training(bundle, phantoms, phantoms / "datalist.json", epochs=1, **TRAIN_FAST)
+    landmarks = json.loads((bundle / "models" / "nyul_landmarks.json").read_text())
+    assert len(landmarks["landmarks"]) == len(landmarks["percentiles"]) and np.all(
+        np.diff(landmarks["landmarks"]) > 0
+    )
+    image = next(phantoms.glob("*/*_ana_strip.nii.gz"))
+    out = run_inference(bundle, [image], output_dir=tmp_path / "out")
+    assert nib.load(next(out.glob("*_seg.nii.gz"))).shape == nib.load(image).shape
+    # inference needs the bundle's landmarks: without them it stops with an error naming the file
+    (bundle / "models" / "nyul_landmarks.json").unlink()
+    with pytest.raises(Exception, match="nyul_landmarks.json"):
+        run_inference(bundle, [image], output_dir=tmp_path / "out2")

@@ -143,7 +143,8 @@ def run_inference(
 ) -> Path:
     """Run the bundle's ``inference`` workflow in this process on ``inputs`` (files or folders) or on
     the ``testing`` cases of ``datalist``. Bad cases are reported and skipped, the good ones written;
-    then :class:`brainbundles.data.InputError` is raised if any case was bad."""
+    then :class:`brainbundles.data.InputError` is raised if any case was bad. A missing bundle file
+    (weights, Nyúl landmarks) raises ``FileNotFoundError`` naming it."""
     from monai.bundle import run
 
     root = resolve_bundle(bundle)
@@ -169,9 +170,9 @@ def run_inference(
             logging_file=str(root / "configs" / "logging.conf"),
             **args,
         )
-    except RuntimeError as e:  # MONAI's config evaluation wraps the InputError that names the bad cases
+    except RuntimeError as e:  # MONAI wraps errors in config evaluation and transforms: surface ours
         cause: BaseException | None = e
-        while cause is not None and not isinstance(cause, InputError):
+        while cause is not None and not isinstance(cause, (InputError, FileNotFoundError)):
             cause = cause.__cause__
         if cause is None:
             raise
