@@ -65,7 +65,7 @@ class Commands:
         test_fraction: float = 0.0,
         channels: Sequence[str] | None = None,
     ) -> str:
-        """Turn a dataset on disk (ibsr18, folder, phantom) into a MONAI datalist with folds."""
+        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, phantom) into a MONAI datalist with folds."""
         from brainbundles.data.datalist import make_datalist
 
         kwargs = {"channels": list(channels)} if channels else {}

@@ -45,6 +45,8 @@ import numpy as np
 from brainbundles.fileio import write_json_atomic
 
 __all__ = [
+    "BRATS_CHANNELS",
+    "BRATS_LABELS",
     "IBSR_TISSUE_LABELS",
     "LAYOUTS",
     "Case",
@@ -334,6 +336,71 @@ def _layout_folder(
     return LayoutResult(
         cases=cases, channels=names, name=root.name or "folder", labels=_normalise_labels(labels)
     )
+
+
+#: BraTS channels in the bundles' order, and the file-name suffixes each is found under
+BRATS_CHANNELS: dict[str, tuple[str, ...]] = {
+    "T1": ("t1", "t1n"),
+    "T1c": ("t1ce", "t1c", "t1post", "t1gd"),
+    "T2": ("t2", "t2w"),
+    "FLAIR": ("flair", "t2f"),
+}
+#: label values of the two BraTS conventions (the datalist records which one a data set uses)
+BRATS_LABELS = {
+    "brats2019": {"0": "background", "1": "necrosis / non-enhancing core", "2": "edema", "4": "enhancing"},
+    "brats2023": {"0": "background", "1": "NETC", "2": "SNFH", "3": "ET"},
+}
+
+
+def _brats_cases(root: Path, layout: str, sep: str) -> list[Case]:
+    """``<root>/<case>/<case><sep><suffix>.nii[.gz]``, one file per channel (any listed suffix), plus
+    ``<case><sep>seg``. A case folder missing a channel, or holding two files for one, is an error."""
+    cases: list[Case] = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        cid = d.name
+        files = {}
+        for f in d.iterdir():
+            s = _strip_ext(f.name)
+            if f.is_file() and s is not None and s[0].lower().startswith(cid.lower() + sep):
+                files[s[0][len(cid) + len(sep) :].lower()] = f
+        if not files:
+            continue
+        image = []
+        for channel, suffixes in BRATS_CHANNELS.items():
+            found = [files[x] for x in suffixes if x in files]
+            if not found:
+                raise ValueError(
+                    f"{layout} layout: case {cid} in {d} has no {channel} file "
+                    f"({' / '.join(cid + sep + x + '.nii.gz' for x in suffixes)})"
+                )
+            if len(found) > 1:
+                raise ValueError(
+                    f"{layout} layout: case {cid} has {channel} twice: {[f.name for f in found]}"
+                )
+            image.append(found[0])
+        cases.append(Case(cid, image, files.get("seg")))
+    if not cases:
+        raise ValueError(
+            f"{layout} layout: no cases found: searched for <case>/<case>{sep}<sequence>.nii.gz under root {root}"
+        )
+    return cases
+
+
+@register_layout("brats")
+def _layout_brats(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
+    """BraTS 2018-2021: ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii[.gz]`` (T1c also as ``_t1post``,
+    ``_t1gd`` or ``_t1c``); labels 1 necrosis / non-enhancing core, 2 edema, 4 enhancing."""
+    channels = _check_channels(channels, list(BRATS_CHANNELS), "brats")
+    cases = _brats_cases(root, "brats", "_")
+    return LayoutResult(cases=cases, channels=channels, name="BraTS", labels=BRATS_LABELS["brats2019"])
+
+
+@register_layout("brats2023")
+def _layout_brats2023(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
+    """BraTS 2023+: ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``; labels 1 NETC, 2 SNFH, 3 ET."""
+    channels = _check_channels(channels, list(BRATS_CHANNELS), "brats2023")
+    cases = _brats_cases(root, "brats2023", "-")
+    return LayoutResult(cases=cases, channels=channels, name="BraTS2023", labels=BRATS_LABELS["brats2023"])
 
 
 @register_layout("phantom")
