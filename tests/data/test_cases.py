@@ -152,12 +152,6 @@ def test_inference_items_ids_unique_even_when_numbered_id_exists(tmp_path):
     assert len(set(ids)) == len(ids), ids
 
 
-def test_inference_items_multichannel_bundle_refuses_files(tmp_path):
-    f = touch(tmp_path / "t1.nii.gz")
-    with pytest.raises(ValueError, match="2-channel"):
-        inference_items([f], channels=("T1", "FLAIR"))
-
-
 def test_inference_items_needs_inputs_or_datalist():
     with pytest.raises(ValueError, match="datalist"):
         inference_items(None)

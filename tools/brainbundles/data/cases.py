@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from brainbundles.data.checks import check_case
+from brainbundles.data.sequences import group_sequences, match_sequence, normalise_channel
 
 __all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold"]
 
@@ -28,17 +30,71 @@ def _expand(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     for inp in inputs:
         p = Path(inp).expanduser()
         if p.is_dir():
-            found = sorted(
-                f
-                for f in p.iterdir()
-                if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_SUFFIXES)
-            )
+            found = _image_files(p)
             if not found:
                 raise ValueError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             files.extend(found)
         else:
             files.append(p)  # missing files are reported by the case checks, with the others
     return files
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        f
+        for f in folder.iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_SUFFIXES)
+    )
+
+
+def _case_item(files: dict[str, Path], case: str | None = None) -> dict:
+    """A datalist item for one case's ``{channel: file}`` (bundle order): the files it has and, in
+    ``channels``, which sequence each one is (missing sequences are simply absent)."""
+    item = {"image": [str(p.resolve()) for p in files.values()], "channels": list(files)}
+    if case is None:  # name it after its first file, less the sequence token (BraTS19_x_flair -> BraTS19_x)
+        stem = case_id(next(iter(files.values())))
+        case = re.sub(r"[_\-.][^_\-.]*$", "", stem) or stem
+    item["case"] = case
+    return item
+
+
+def _multichannel_cases(inputs: Sequence[str | os.PathLike], channels: Sequence[str]) -> list[dict]:
+    """Cases for a multi-channel bundle: a folder of one case's files (matched to sequences by name), a
+    folder of such case folders, ``NAME=path`` pairs naming each file's sequence, or loose files
+    (matched by name; together they make one case; a lone file naming no sequence is a 4D image)."""
+    cases: list[dict] = []
+    explicit: dict[str, Path] = {}
+    loose: list[Path] = []
+    for inp in inputs:
+        text = os.fspath(inp)
+        pair = re.fullmatch(r"([A-Za-z][A-Za-z0-9]*)=(.+)", text)
+        p = Path(text).expanduser()
+        if pair and not p.exists():
+            ch = normalise_channel(pair[1], channels)
+            if ch in explicit:
+                raise ValueError(f"{pair[2]}: sequence {ch} given twice ({explicit[ch]}, {pair[2]})")
+            explicit[ch] = Path(pair[2]).expanduser()
+        elif p.is_dir():
+            files = _image_files(p)
+            if files:
+                cases.append(_case_item(group_sequences(files, channels, where=str(p)), p.name))
+                continue
+            subdirs = [d for d in sorted(p.iterdir()) if d.is_dir() and _image_files(d)]
+            if not subdirs:
+                raise ValueError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            cases += [_case_item(group_sequences(_image_files(d), channels, str(d)), d.name) for d in subdirs]
+        else:
+            loose.append(p)
+    if len(loose) == 1 and not explicit and match_sequence(loose[0], channels) is None:
+        cases.append({"image": [str(loose[0].resolve())], "case": case_id(loose[0])})  # one 4D file
+    elif loose:
+        for ch, f in group_sequences(loose, channels, where="the input files").items():
+            if ch in explicit:
+                raise ValueError(f"{f}: sequence {ch} given twice ({explicit[ch]}, {f})")
+            explicit[ch] = f
+    if explicit:
+        cases.append(_case_item({ch: explicit[ch] for ch in channels if ch in explicit}))
+    return cases
 
 
 def _with_ids(items: list[dict]) -> list[dict]:
@@ -95,15 +151,16 @@ def inference_items(
 ) -> list[dict]:
     """Items to run inference on: the given ``inputs`` when there are any, else the datalist's
     ``section``. For a one-channel bundle each input file is a case and a folder stands for the image
-    files in it. Paths come back absolute; every item has ``image``, ``case`` and ``reference``."""
+    files in it. For a multi-channel bundle a folder is one case (its files matched to sequences by
+    name: ``*_flair``, ``*_t1ce`` / ``*_t1post`` / ``*-t1c``, ...), a folder of case folders is many,
+    ``NAME=path`` names a file's sequence, and loose files make one case; a case may lack sequences
+    (its ``channels`` lists those it has). Paths come back absolute; every item has ``image``, ``case``
+    and ``reference``."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if inputs:
-        if len(channels) != 1:
-            raise ValueError(
-                f"inputs: a {len(channels)}-channel bundle ({', '.join(channels)}) takes a datalist; "
-                "make one with `brainbundles datalist`"
-            )
+        if len(channels) > 1:
+            return _with_ids(_multichannel_cases(inputs, channels))
         return _with_ids([{"image": [str(f.resolve())]} for f in _expand(inputs)])
     if datalist is None:
         raise ValueError("inputs: give input files or a datalist")

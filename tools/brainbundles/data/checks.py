@@ -34,6 +34,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from brainbundles.data.labels import convention_values
+from brainbundles.data.sequences import normalise_channel
+
 __all__ = ["AFFINE_ATOL_MM", "CaseList", "InputError", "check_case", "resolve_item"]
 
 #: tolerance (mm, absolute, no relative term) when comparing affines of channels and label
@@ -278,12 +281,46 @@ def _label_values(path: str, data: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- checks
 
 
+def _item_channels(
+    item: Mapping[str, Any], paths: Sequence[str], channels: Sequence[str], allow_missing: bool
+) -> list[str]:
+    """The channels the item's files hold, in file order: its ``"channels"`` (names checked against the
+    bundle's, no repeats, none missing unless ``allow_missing``) or else the bundle's ``channels``."""
+    given = item.get("channels")
+    if given is None:
+        return list(channels)
+    if isinstance(given, str):
+        given = [given]
+    if not given:
+        raise InputError(f"{paths[0]}: no sequence given for this case (the bundle takes {_fmt_channels(channels)})")
+    names = []
+    for g in given:
+        try:
+            names.append(normalise_channel(g, channels))
+        except ValueError as e:
+            raise InputError(f"{paths[0]}: {e}") from None
+    for ch in dict.fromkeys(names):
+        at = [i for i, n in enumerate(names) if n == ch]
+        if len(at) > 1:
+            files = [paths[i] for i in at if i < len(paths)] if len(paths) == len(names) else paths
+            raise InputError(f"{files[0]}: sequence {ch} given twice ({', '.join(files)})")
+    missing = [c for c in channels if c not in names]
+    if missing and not allow_missing:
+        raise InputError(
+            f"{paths[0]}: missing sequence{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(every one of {_fmt_channels(channels)} is required here)"
+        )
+    return names
+
+
+
 def check_case(
     item: Mapping[str, Any],
     channels: Sequence[str],
     label_values: Collection[int] | None = None,
     require_label: bool = False,
     base_dir: PathLike | None = None,
+    allow_missing: bool = False,
 ) -> None:
     """Validate one datalist item before anything is computed or written.
 
@@ -297,6 +334,12 @@ def check_case(
             label must still be integer-valued).
         require_label: a missing ``label`` is an error (evaluation); otherwise the label is optional.
         base_dir: relative paths are resolved against it (else against the current directory).
+        allow_missing: the item may hold a subset of ``channels``, named (in file order) by its
+            ``"channels"`` entry; otherwise every channel is required. An item's ``"channels"`` may
+            also just give another order (e.g. a Decathlon 4D file).
+
+    With ``item["label_convention"]`` (:mod:`brainbundles.data.labels`) the label's allowed values are
+    that convention's instead of ``label_values``.
 
     Raises:
         InputError: message ``"<offending file path>: <problem>"``.
@@ -305,7 +348,13 @@ def check_case(
     if not channels:
         raise ValueError("check_case: 'channels' must name at least one channel")
     paths = [_resolve_path(p, base_dir) for p in _image_paths(item)]
+    channels = _item_channels(item, paths, channels, allow_missing)
     n_expected = len(channels)
+    if label_values is not None and item.get("label_convention"):
+        try:
+            label_values = convention_values(str(item["label_convention"]))
+        except ValueError as e:
+            raise InputError(f"{item.get('label') or paths[0]}: {e}") from None
 
     if len(paths) > 1 and len(paths) != n_expected:
         raise InputError(
@@ -428,6 +477,7 @@ class CaseList:
         require_label: bool = False,
         base_dir: PathLike | None = None,
         logger_name: str = "brainbundles",
+        allow_missing: bool = False,
     ) -> None:
         self.channels = [str(c) for c in channels]
         self.valid: list[dict] = []
@@ -436,7 +486,9 @@ class CaseList:
         items = list(items)
         for item in items:
             try:
-                check_case(item, self.channels, label_values, require_label, base_dir=base_dir)
+                check_case(
+                    item, self.channels, label_values, require_label, base_dir=base_dir, allow_missing=allow_missing
+                )
             except InputError as e:
                 self.errors.append((item, str(e)))
                 logger.error("skipping bad input case %s: %s", _item_name(item), e)

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from brainbundles.data.labels import convention_names
+from brainbundles.data.sequences import normalise_channel
 from brainbundles.fileio import write_json_atomic
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "BRATS_LABELS",
     "IBSR_TISSUE_LABELS",
     "LAYOUTS",
+    "MSD_TASK01_CHANNELS",
     "Case",
     "LayoutResult",
     "make_datalist",
@@ -70,6 +73,9 @@ class Case:
     case: str
     image: list[Path]
     label: Path | None = None
+    #: the channels the image file(s) hold, in file order, when not the datalist's channel order
+    #: (e.g. a Decathlon 4D file)
+    channels: list[str] | None = None
 
 
 @dataclass
@@ -82,6 +88,8 @@ class LayoutResult:
     labels: dict[str, str] | None = None
     #: case ids that must go to "testing" whatever the split (e.g. a phantom's held-out cases)
     test_cases: list[str] = field(default_factory=list)
+    #: how the label files number their classes (a key of brainbundles.data.labels.LABEL_CONVENTIONS)
+    label_convention: str | None = None
 
 
 LayoutFn = Callable[..., LayoutResult]
@@ -345,11 +353,8 @@ BRATS_CHANNELS: dict[str, tuple[str, ...]] = {
     "T2": ("t2", "t2w"),
     "FLAIR": ("flair", "t2f"),
 }
-#: label values of the two BraTS conventions (the datalist records which one a data set uses)
-BRATS_LABELS = {
-    "brats2019": {"0": "background", "1": "necrosis / non-enhancing core", "2": "edema", "4": "enhancing"},
-    "brats2023": {"0": "background", "1": "NETC", "2": "SNFH", "3": "ET"},
-}
+#: label values of the BraTS conventions (the datalist records which one a data set uses)
+BRATS_LABELS = {name: convention_names(name) for name in ("brats2019", "brats2023", "msd_task01")}
 
 
 def _brats_cases(root: Path, layout: str, sep: str) -> list[Case]:
@@ -392,7 +397,13 @@ def _layout_brats(root: Path, channels: Sequence[str] | None = None) -> LayoutRe
     ``_t1gd`` or ``_t1c``); labels 1 necrosis / non-enhancing core, 2 edema, 4 enhancing."""
     channels = _check_channels(channels, list(BRATS_CHANNELS), "brats")
     cases = _brats_cases(root, "brats", "_")
-    return LayoutResult(cases=cases, channels=channels, name="BraTS", labels=BRATS_LABELS["brats2019"])
+    return LayoutResult(
+        cases=cases,
+        channels=channels,
+        name="BraTS",
+        labels=BRATS_LABELS["brats2019"],
+        label_convention="brats2019",
+    )
 
 
 @register_layout("brats2023")
@@ -400,7 +411,59 @@ def _layout_brats2023(root: Path, channels: Sequence[str] | None = None) -> Layo
     """BraTS 2023+: ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``; labels 1 NETC, 2 SNFH, 3 ET."""
     channels = _check_channels(channels, list(BRATS_CHANNELS), "brats2023")
     cases = _brats_cases(root, "brats2023", "-")
-    return LayoutResult(cases=cases, channels=channels, name="BraTS2023", labels=BRATS_LABELS["brats2023"])
+    return LayoutResult(
+        cases=cases,
+        channels=channels,
+        name="BraTS2023",
+        labels=BRATS_LABELS["brats2023"],
+        label_convention="brats2023",
+    )
+
+
+#: Decathlon Task01 channel order (its dataset.json "modality"), used when dataset.json is absent
+MSD_TASK01_CHANNELS = ("FLAIR", "T1", "T1c", "T2")
+
+
+@register_layout("msd_task01")
+def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
+    """Medical Segmentation Decathlon Task01_BrainTumour: ``imagesTr/BRATS_001.nii.gz`` (4D: FLAIR, T1w,
+    T1gd, T2w, as its ``dataset.json`` says), ``labelsTr/BRATS_001.nii.gz`` (1 edema, 2 non-enhancing,
+    3 enhancing) and unlabelled ``imagesTs``. Items keep the 4D file and name its channel order; the
+    bundle reorders the channels on loading."""
+    channels = _check_channels(channels, list(BRATS_CHANNELS), "msd_task01")
+    file_channels = list(MSD_TASK01_CHANNELS)
+    meta = root / "dataset.json"
+    if meta.is_file():
+        try:
+            modality = json.loads(meta.read_text(encoding="utf-8")).get("modality") or {}
+            file_channels = [
+                normalise_channel(modality[k], channels) for k in sorted(modality, key=lambda k: int(k))
+            ]
+        except (ValueError, KeyError, AttributeError) as e:
+            raise ValueError(f"msd_task01 layout: {meta}: cannot read its 'modality' channel names ({e})") from e
+    cases = []
+    for sub, labelled in (("imagesTr", True), ("imagesTs", False)):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            stem = _strip_ext(f.name)
+            if stem is None or f.name.startswith(".") or not f.is_file():
+                continue  # the Decathlon tar holds macOS "._*" files
+            label = root / "labelsTr" / f.name if labelled else None
+            if label is not None and not label.is_file():
+                logger.warning("msd_task01 layout: %s has no label %s; it goes to testing", f, label)
+                label = None
+            cases.append(Case(stem[0], [f], label, channels=file_channels))
+    if not cases:
+        raise ValueError(f"msd_task01 layout: no cases found: searched imagesTr/ and imagesTs/ under root {root}")
+    return LayoutResult(
+        cases=cases,
+        channels=channels,
+        name="Task01_BrainTumour",
+        labels=BRATS_LABELS["msd_task01"],
+        label_convention="msd_task01",
+    )
 
 
 @register_layout("phantom")
@@ -443,6 +506,7 @@ def _layout_phantom(root: Path, channels: Sequence[str] | None = None, **options
         )
     result.test_cases = ids[len(ids) - n_test :] if n_test else []
     result.labels = _normalise_labels(manifest.get("labels")) or result.labels
+    result.label_convention = manifest.get("label_convention") or result.label_convention
     task = manifest.get("task")
     result.name = str(manifest.get("name") or (f"phantom-{task}" if task else f"phantom-{result.name}"))
     return result
@@ -540,6 +604,10 @@ def make_datalist(
         e: dict[str, Any] = {"image": [_rel(p, root) for p in c.image]}
         if c.label is not None:
             e["label"] = _rel(c.label, root)
+        if c.channels is not None:
+            e["channels"] = list(c.channels)
+        if result.label_convention and c.label is not None:
+            e["label_convention"] = result.label_convention
         if c.case in fold_of:
             e["fold"] = fold_of[c.case]
         e["case"] = c.case
@@ -548,6 +616,8 @@ def make_datalist(
     datalist: dict[str, Any] = {"name": result.name, "layout": layout, "channels": list(result.channels)}
     if result.labels:
         datalist["labels"] = dict(result.labels)
+    if result.label_convention:
+        datalist["label_convention"] = result.label_convention
     training = [entry(c) for c in cases if c.case in fold_of]
     test_entries = [entry(c) for c in cases if c.case in testing]
     datalist.update(
