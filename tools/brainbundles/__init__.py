@@ -5,6 +5,15 @@ Importing the package imports its sub-packages, so a bundle config needs only ``
 
 __version__ = "0.1.0"
 
-from brainbundles import data, distributed, handlers, metrics, networks, transforms  # noqa: E402
+from brainbundles import data, distributed, handlers, metrics, networks, postprocessing, transforms  # noqa: E402
 
-__all__ = ["data", "distributed", "handlers", "metrics", "networks", "transforms", "__version__"]
+__all__ = [
+    "data",
+    "distributed",
+    "handlers",
+    "metrics",
+    "networks",
+    "postprocessing",
+    "transforms",
+    "__version__",
+]

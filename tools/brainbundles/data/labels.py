@@ -81,6 +81,10 @@ def convention_names(name: str) -> dict[str, str]:
 
 def _lookup(mapping: Mapping[int, int], label: np.ndarray, what: str) -> np.ndarray:
     arr = np.asarray(label)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"label: non-integer values; the {what} has integer labels {sorted(mapping)}")
+        arr = arr.astype(np.int64)
     values = np.unique(arr)
     bad = [v for v in values.tolist() if v not in mapping]
     if bad:

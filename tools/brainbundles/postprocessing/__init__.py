@@ -1,1 +1,9 @@
-"""postprocessing"""
+"""Post-processing of segmentations: connected components, small-lesion removal, tumour clean-up."""
+
+from brainbundles.postprocessing.components import (
+    TumourPostprocessd,
+    remove_small_components,
+    voxel_volume_mm3,
+)
+
+__all__ = ["TumourPostprocessd", "remove_small_components", "voxel_volume_mm3"]

@@ -1,5 +1,7 @@
-"""Transforms shared by every bundle: intensity standardisation and native-space writing."""
+"""Transforms shared by every bundle: intensity standardisation, channel arrangement and sequence
+dropout, label conventions and regions, and native-space writing."""
 
+from brainbundles.transforms.channels import ArrangeChannelsd, RandDropChannelsd
 from brainbundles.transforms.intensity import (
     DEFAULT_PERCENTILES,
     NyulStandardize,
@@ -16,6 +18,12 @@ from brainbundles.transforms.io import (
     label_volumes_ml,
     save_like,
 )
+from brainbundles.transforms.labels import (
+    ConvertLabelConventiond,
+    LabelToRegionsd,
+    RegionsToLabeld,
+    regions_to_label,
+)
 
 
 def nonzero(x):
@@ -25,6 +33,12 @@ def nonzero(x):
 
 
 __all__ = [
+    "ArrangeChannelsd",
+    "ConvertLabelConventiond",
+    "LabelToRegionsd",
+    "RandDropChannelsd",
+    "RegionsToLabeld",
+    "regions_to_label",
     "DEFAULT_PERCENTILES",
     "NyulStandardize",
     "NyulStandardized",

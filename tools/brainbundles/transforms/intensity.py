@@ -162,6 +162,8 @@ class NyulStandardize(Transform):
             chan = out[c]
             arr = chan.detach().cpu().numpy() if isinstance(chan, torch.Tensor) else chan
             mask = arr != 0
+            if not mask.any():  # an absent sequence (filled with zeros) stays zero
+                continue
             src = image_landmarks(arr, std["percentiles"])
             src = np.maximum.accumulate(src + np.arange(len(src)) * 1e-6)  # strictly increasing
             vals = arr[mask].astype(np.float64)
