@@ -4,6 +4,7 @@ the Decathlon Task01 layout and the label conventions."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -63,7 +64,9 @@ def test_group_sequences_refuses_a_sequence_twice_and_unknown_files(tmp_path):
         group_sequences([tmp_path / "scan.nii.gz"], BRATS)
     with pytest.raises(ValueError, match="no image of any sequence"):
         group_sequences([tmp_path / "a_seg.nii.gz"], BRATS)
-    got = group_sequences([tmp_path / "a_flair.nii.gz", tmp_path / "a_seg.nii.gz", tmp_path / "a_t1.nii.gz"], BRATS)
+    got = group_sequences(
+        [tmp_path / "a_flair.nii.gz", tmp_path / "a_seg.nii.gz", tmp_path / "a_t1.nii.gz"], BRATS
+    )
     assert list(got) == ["T1", "FLAIR"]  # bundle order, seg skipped
 
 
@@ -79,7 +82,12 @@ def test_inference_items_case_folder_and_folder_of_cases(tmp_path):
     _brats_case(tmp_path, "B", ("flair", "t1ce"))
     (item,) = inference_items([a], channels=BRATS)
     assert item["case"] == "A" and item["channels"] == BRATS
-    assert [Path(p).name for p in item["image"]] == ["A_t1.nii.gz", "A_t1ce.nii.gz", "A_t2.nii.gz", "A_flair.nii.gz"]
+    assert [Path(p).name for p in item["image"]] == [
+        "A_t1.nii.gz",
+        "A_t1ce.nii.gz",
+        "A_t2.nii.gz",
+        "A_flair.nii.gz",
+    ]
     items = inference_items([tmp_path], channels=BRATS)
     assert [it["case"] for it in items] == ["A", "B"]
     assert items[1]["channels"] == ["T1c", "FLAIR"]
@@ -144,7 +152,10 @@ def test_label_conventions_round_trip():
     assert from_internal(internal, "msd_task01").tolist() == [0, 2, 1, 3]
     for name in LABEL_CONVENTIONS:
         vals = np.array(convention_values(name))
-        assert to_internal(from_internal(to_internal(vals, name), name), name).tolist() == to_internal(vals, name).tolist()
+        assert (
+            to_internal(from_internal(to_internal(vals, name), name), name).tolist()
+            == to_internal(vals, name).tolist()
+        )
     with pytest.raises(ValueError, match=r"values \[3\] are not in the brats2019"):
         to_internal(np.array([3]), "brats2019")
 
@@ -152,7 +163,9 @@ def test_label_conventions_round_trip():
 def test_msd_task01_layout(tmp_path):
     rng = np.random.default_rng(0)
     for i in (1, 2, 3):
-        _nii(tmp_path / "imagesTr" / f"BRATS_00{i}.nii.gz", rng.uniform(1, 9, (6, 6, 6, 4)).astype(np.float32))
+        _nii(
+            tmp_path / "imagesTr" / f"BRATS_00{i}.nii.gz", rng.uniform(1, 9, (6, 6, 6, 4)).astype(np.float32)
+        )
         lab = np.zeros((6, 6, 6), np.uint8)
         lab.flat[:4] = [0, 1, 2, 3]
         _nii(tmp_path / "labelsTr" / f"BRATS_00{i}.nii.gz", lab)
@@ -175,3 +188,22 @@ def test_brats_layouts_record_their_convention(tmp_path):
     dl = make_datalist("brats", tmp_path, folds=1)
     assert dl["label_convention"] == "brats2019"
     assert dl["training"][0]["label_convention"] == "brats2019"
+
+
+def test_folder_cases_keep_their_problems_for_the_checks(tmp_path, caplog):
+    """A case folder with a sequence twice, or with no sequence, becomes an item the checks refuse,
+    so a batch of case folders goes on with the good ones."""
+    _brats_case(tmp_path, "good")
+    twice = _brats_case(tmp_path, "twice", ("t1", "t1ce", "t1post", "flair"))
+    none = tmp_path / "none"
+    _nii(none / "none_seg.nii.gz", np.zeros((6, 6, 6), np.uint8))
+    _nii(twice / "twice_brainmask_extra.nii.gz", _img(9))  # names no sequence: skipped with a warning
+    with caplog.at_level(logging.WARNING, logger="brainbundles"):
+        items = {it["case"]: it for it in inference_items([tmp_path], channels=BRATS)}
+    assert "twice_brainmask_extra.nii.gz: skipped" in caplog.text
+    assert set(items) == {"good", "twice", "none"}
+    check_case(items["good"], BRATS, allow_missing=True)
+    with pytest.raises(InputError, match=r"twice_t1ce.nii.gz: sequence T1c given twice"):
+        check_case(items["twice"], BRATS, allow_missing=True)
+    with pytest.raises(InputError, match=r"none: no sequence given for this case"):
+        check_case(items["none"], BRATS, allow_missing=True)

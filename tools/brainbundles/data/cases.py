@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from brainbundles.data.checks import check_case
-from brainbundles.data.sequences import group_sequences, match_sequence, normalise_channel
+from brainbundles.data.sequences import group_sequences, match_files, match_sequence, normalise_channel
 
 __all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr")
+
+logger = logging.getLogger("brainbundles")
 
 
 def case_id(path: str | os.PathLike) -> str:
@@ -58,6 +61,22 @@ def _case_item(files: dict[str, Path], case: str | None = None) -> dict:
     return item
 
 
+def _folder_case(folder: Path, channels: Sequence[str]) -> dict:
+    """One case from a folder of its files, matched to sequences by name. Problems of the case (a
+    sequence twice, no sequence at all) are left in the item for the case checks to report, so a batch
+    goes on with the other cases; files naming no sequence are skipped with a warning."""
+    matched, unknown = match_files(_image_files(folder), channels)
+    for f in unknown:
+        logger.warning("%s: skipped: its name names none of the sequences %s", f, ", ".join(channels))
+    if not matched:
+        return {"image": [str(folder.resolve())], "channels": [], "case": folder.name}
+    return {
+        "image": [str(p.resolve()) for _, p in matched],
+        "channels": [ch for ch, _ in matched],
+        "case": folder.name,
+    }
+
+
 def _multichannel_cases(inputs: Sequence[str | os.PathLike], channels: Sequence[str]) -> list[dict]:
     """Cases for a multi-channel bundle: a folder of one case's files (matched to sequences by name), a
     folder of such case folders, ``NAME=path`` pairs naming each file's sequence, or loose files
@@ -75,14 +94,13 @@ def _multichannel_cases(inputs: Sequence[str | os.PathLike], channels: Sequence[
                 raise ValueError(f"{pair[2]}: sequence {ch} given twice ({explicit[ch]}, {pair[2]})")
             explicit[ch] = Path(pair[2]).expanduser()
         elif p.is_dir():
-            files = _image_files(p)
-            if files:
-                cases.append(_case_item(group_sequences(files, channels, where=str(p)), p.name))
+            if _image_files(p):
+                cases.append(_folder_case(p, channels))
                 continue
             subdirs = [d for d in sorted(p.iterdir()) if d.is_dir() and _image_files(d)]
             if not subdirs:
                 raise ValueError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            cases += [_case_item(group_sequences(_image_files(d), channels, str(d)), d.name) for d in subdirs]
+            cases += [_folder_case(d, channels) for d in subdirs]
         else:
             loose.append(p)
     if len(loose) == 1 and not explicit and match_sequence(loose[0], channels) is None:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["SEQUENCE_SYNONYMS", "group_sequences", "match_sequence", "normalise_channel"]
+__all__ = ["SEQUENCE_SYNONYMS", "group_sequences", "match_files", "match_sequence", "normalise_channel"]
 
 #: bundle channel -> the lower-case file-name tokens it is found under
 SEQUENCE_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -67,6 +67,26 @@ def is_non_image(path: str | os.PathLike) -> bool:
     return bool(_tokens(path)) and _tokens(path)[-1] in NON_IMAGE_TOKENS
 
 
+def match_files(
+    files: Iterable[str | os.PathLike], channels: Sequence[str]
+) -> tuple[list[tuple[str, Path]], list[Path]]:
+    """``([(channel, path), ...] in channel order, [files naming no channel])``; label/mask files are
+    left out of both. A channel may appear twice (two files naming it)."""
+    matched: list[tuple[str, Path]] = []
+    unknown: list[Path] = []
+    for f in files:
+        p = Path(f)
+        if is_non_image(p):
+            continue
+        ch = match_sequence(p, channels)
+        if ch is None:
+            unknown.append(p)
+        else:
+            matched.append((ch, p))
+    matched.sort(key=lambda m: list(channels).index(m[0]))
+    return matched, unknown
+
+
 def group_sequences(
     files: Iterable[str | os.PathLike], channels: Sequence[str], where: str = "case"
 ) -> dict[str, Path]:
@@ -75,22 +95,20 @@ def group_sequences(
     Label/mask files are skipped; a file naming no channel is an error (say which sequence it is with
     ``NAME=path``), and so is a channel given by two files. ``where`` names the case in messages.
     """
+    matched, unknown = match_files(files, channels)
+    if unknown:
+        raise ValueError(
+            f"{unknown[0]}: cannot tell which sequence this file is from its name (the bundle takes "
+            f"{', '.join(channels)}); name it like *_flair.nii.gz, or give it as NAME=path"
+        )
     found: dict[str, list[Path]] = {}
-    for f in files:
-        p = Path(f)
-        if is_non_image(p):
-            continue
-        ch = match_sequence(p, channels)
-        if ch is None:
-            raise ValueError(
-                f"{p}: cannot tell which sequence this file is from its name (the bundle takes "
-                f"{', '.join(channels)}); name it like *_flair.nii.gz, or give it as NAME=path"
-            )
+    for ch, p in matched:
         found.setdefault(ch, []).append(p)
-    twice = {ch: ps for ch, ps in found.items() if len(ps) > 1}
-    if twice:
-        ch, ps = next(iter(twice.items()))
-        raise ValueError(f"{ps[0]}: sequence {ch} given twice in {where}: {', '.join(str(p) for p in ps)}")
+    for ch, ps in found.items():
+        if len(ps) > 1:
+            raise ValueError(
+                f"{ps[0]}: sequence {ch} given twice in {where}: {', '.join(str(p) for p in ps)}"
+            )
     if not found:
         raise ValueError(f"{where}: no image of any sequence ({', '.join(channels)}) found")
     return {ch: found[ch][0] for ch in channels if ch in found}
