@@ -1,10 +1,24 @@
 """Segmentation metrics (Dice, HD95, AVD, volumes) and evaluation reports.
 
-See :mod:`brainbundles.metrics.distance` for the HD95 definition and
+See :mod:`brainbundles.metrics.distance` for the HD95 definition,
 :mod:`brainbundles.metrics.report` for the report formats and the
-empty-mask/NaN conventions.
+empty-mask/NaN conventions, and :mod:`brainbundles.metrics.brats` for the
+BraTS region and BraTS 2023 lesion-wise metrics.
 """
 
+from .brats import (
+    BRATS_CHALLENGE_PARAMETERS,
+    BRATS_MAX_DISTANCE,
+    BRATS_METRICS,
+    BratsHD95Method,
+    LesionScore,
+    LesionWiseScores,
+    brats_hd95,
+    evaluate_brats_arrays,
+    evaluate_brats_case,
+    evaluate_brats_items,
+    lesionwise_scores,
+)
 from .distance import HD95Method, hd95, surface_distances
 from .items import evaluate_items
 from .overlap import avd, dice, volume_ml
@@ -21,18 +35,29 @@ from .report import (
 )
 
 __all__ = [
+    "BRATS_CHALLENGE_PARAMETERS",
+    "BRATS_MAX_DISTANCE",
+    "BRATS_METRICS",
     "METRICS",
+    "BratsHD95Method",
     "CaseMetrics",
     "HD95Method",
     "LabelSpec",
+    "LesionScore",
+    "LesionWiseScores",
     "Summary",
     "avd",
+    "brats_hd95",
     "dice",
+    "evaluate_brats_arrays",
+    "evaluate_brats_case",
+    "evaluate_brats_items",
     "evaluate_case",
     "evaluate_files",
     "evaluate_folder",
     "evaluate_items",
     "hd95",
+    "lesionwise_scores",
     "summarize",
     "surface_distances",
     "volume_ml",
