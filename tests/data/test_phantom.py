@@ -420,7 +420,7 @@ def test_datalist_matches_make_datalist(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        ({"task": "brats"}, "task"),
+        ({"task": "lymph"}, "task"),
         ({"cases": 0}, "cases"),
         ({"cases": 2.0}, "cases"),
         ({"test_cases": -1}, "test_cases"),

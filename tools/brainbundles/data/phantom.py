@@ -1,8 +1,10 @@
 """Synthetic, skull-stripped brain MRI phantoms, deterministic per seed.
 
 :func:`make_phantom` renders one case: a 4-class tissue label map (0 background, 1 CSF, 2 GM, 3 WM) and
-any of the contrasts in :data:`CONTRASTS`. :func:`write_phantom_dataset` writes a whole data set on disk in
-the layout of a real one (``"tissue"``: IBSR18), with a manifest and a MONAI (Decathlon-style) datalist.
+any of the contrasts in :data:`CONTRASTS`; with ``tumour=True`` also a brain tumour (BraTS-like) and its
+label map. :func:`write_phantom_dataset` writes a whole data set on disk in the layout of a real one
+(``"tissue"``: IBSR18; ``"brats"``: BraTS 2018-2021), with a manifest and a MONAI (Decathlon-style)
+datalist.
 
 Anatomy
     Every structure is an analytic function of *world* coordinates (mm) sampled at the voxel centres, so a
@@ -23,6 +25,30 @@ Anatomy
     Sizes are in units of the brain radius, so they scale with the FOV: at shape (64, 76, 64) x 1.5 mm the
     GM ribbon is about 3-4 voxels thick and the sulcal CSF 1-2 voxels wide.
 
+Tumour (``tumour=True``)
+    One glioblastoma-like tumour per case, in the white matter / deep region of one hemisphere (both drawn
+    per case), added to the healthy anatomy above, which stays the same (so does :attr:`Phantom.label`;
+    :attr:`Phantom.tumour` holds 1 necrosis, 2 edema, 3 enhancing). In units of the (geometric mean) brain
+    radius R, about 71 mm for a FOV of 160 x 192 x 160 mm:
+
+    * the *core* is an ellipsoid (mean radius 0.19-0.28 R, axes +-12%, randomly rotated) whose radius is
+      perturbed by smooth noise over the directions (+-7-14%, up to twice that);
+    * in ~80% of the cases the core has a *necrotic* centre and an *enhancing rim* of radial thickness
+      0.072-0.09 R, varying around the rim (+-30%) but never under 0.07 R (~5 mm at that FOV, 4.5 mm at the
+      default one: at least 2 voxels at 2 mm); otherwise (~20%) the core, smaller (x 0.65-0.85), is solid
+      enhancing tumour;
+    * *edema* extends 0.06-0.18 R beyond the core (varying with direction by +-40-60%, at least 0.03 R,
+      roughened by a finer noise field of position), only into white matter and deep grey matter (it
+      spares the cortex and never enters CSF), and only where it connects to the core;
+    * the core replaces any tissue but the ventricles (it effaces the sulci it reaches: no other mass
+      effect); its centre is drawn, analytically (independently of the grid), where the core stays 0.11 R
+      inside the brain's ellipsoid (so off the surface CSF) and 0.12 R off the midline, and where the
+      ventricles do not reach the necrosis (they may cut into the rim); the tumour shrinks by 10% after
+      every 50 rejected draws.
+
+    At the real brain scale the whole tumour (WT) is about 25-80 mL (median ~47), the tumour core (TC)
+    5-26 mL (median ~14; 15-50% of WT), the necrosis 0-9 mL.
+
 Intensities
     Per contrast, tissue means with realistic *relative* order (T1: WM > GM > CSF; T2: CSF > GM > WM;
     FLAIR: GM > WM > CSF; PD: CSF >= GM > WM, low contrast; T1c: T1 plus enhancing choroid plexus and
@@ -32,6 +58,15 @@ Intensities
     scale (brightest tissue mean 300-1200). Voxels outside the brain are exactly 0 (skull-stripped: the
     brain mask is applied after the noise).
 
+    Tumour means are set relative to the case's tissue means (:data:`_TUMOUR_MEANS`, each drawn per case
+    within a range that keeps the order), BraTS-like: T1 hypo-intense (necrosis darkest, between CSF and
+    GM; enhancing ~GM; edema between GM and WM); T1c as T1 but the rim enhancing (1.5-1.9 x WM); T2 edema
+    bright (0.70-0.82 x CSF), necrosis brighter (0.86-0.95 x CSF), enhancing between GM and edema; FLAIR
+    edema bright (1.2-1.45 x GM), necrosis dark-ish (between CSF and WM: suppressed fluid), enhancing
+    between GM and edema; PD edema brighter than WM (1.12-1.2 x WM), necrosis ~CSF. A smooth texture (+-6%, up to
+    twice that) varies them inside the tumour; partial volume, bias field and noise (whose level follows
+    the healthy tissue) are applied as to the rest.
+
 Geometry
     ``shape`` and ``spacing`` are given along the world axes R, A, S (x, y, z): the phantom is generated on
     that RAS grid and then array and affine are reoriented together to ``orientation`` (nibabel axis codes),
@@ -40,8 +75,9 @@ Geometry
     centre at world (0, 0, 0).
 
 Randomness comes only from ``numpy.random.default_rng`` seeded with ``[seed, stream]`` (one stream for the
-anatomy, one per contrast for its intensities and one for its noise), so a contrast renders the same
-whatever other contrasts are asked for.
+anatomy, one per contrast for its intensities and one for its noise; with a tumour, one for its geometry and
+one per contrast for its intensities), so a contrast renders the same whatever other contrasts are asked
+for, and the tumour option leaves the healthy anatomy and its intensities as they are.
 """
 
 from __future__ import annotations
@@ -49,7 +85,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +93,11 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from scipy.interpolate import CubicSpline
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, generate_binary_structure
+from scipy.ndimage import label as label_components
 
+from brainbundles.data.datalist import BRATS_LABELS
+from brainbundles.data.labels import from_internal
 from brainbundles.fileio import atomic_write, write_json_atomic
 
 __all__ = [
@@ -82,9 +121,14 @@ _MIN_SIZE = 8  # voxels per axis
 
 # ------------------------------------------------------------------------------------------------ tissues
 
-# internal tissue classes (values of the tissue map); each maps to a label value
-_BG, _CSF, _GM, _WM, _DGM, _CHOROID, _VESSEL = range(7)
-_TISSUE_LABEL = np.array([0, 1, 2, 3, 2, 1, 1], dtype=np.uint8)
+# internal tissue classes (values of the tissue map); each maps to a label value. The tumour classes only
+# appear with ``tumour=True``: :attr:`Phantom.label` is taken before they are added (the healthy anatomy)
+_BG, _CSF, _GM, _WM, _DGM, _CHOROID, _VESSEL, _NEC, _EDEMA, _ENH = range(10)
+_TISSUE_LABEL = np.array([0, 1, 2, 3, 2, 1, 1, 0, 0, 0], dtype=np.uint8)
+#: tumour classes -> :attr:`Phantom.tumour` values (the internal numbering of ``brainbundles.data.labels``:
+#: 1 necrosis / non-enhancing core, 2 edema, 3 enhancing)
+_TUMOUR_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 1, 2, 3], dtype=np.uint8)
+_CONNECT6 = generate_binary_structure(3, 1)
 
 #: relative tissue means per contrast for (CSF, GM, deep GM, WM), before the per-case jitter and scale
 _BASE_MEANS: dict[str, dict[int, float]] = {
@@ -98,6 +142,25 @@ _BASE_MEANS: dict[str, dict[int, float]] = {
 _MIN_STEP = 1.04
 #: relative intensity (x WM) of choroid plexus and vessels on T1c; on the other contrasts they look like CSF
 _ENHANCEMENT = {_CHOROID: 2.0, _VESSEL: 1.8}
+#: tumour means per contrast, relative to the case's (jittered) means: ``class: (a, b, lo, hi)`` gives
+#: ``mean[a] + f * (mean[b] - mean[a])`` with ``f`` drawn uniformly in ``[lo, hi]`` per case (``a = _BG``,
+#: whose mean is 0, makes it ``f * mean[b]``); a class may refer to the classes listed before it. The
+#: ranges keep the orders stated below whatever the draw (the tissue means are at least 4% apart).
+_TUMOUR_MEANS: dict[str, dict[int, tuple[int, int, float, float]]] = {
+    # T1: hypo-intense; necrosis darkest (between CSF and GM), enhancing ~GM, edema between GM and WM
+    "t1": {_NEC: (_CSF, _GM, 0.25, 0.5), _ENH: (_BG, _GM, 0.88, 0.98), _EDEMA: (_GM, _WM, 0.3, 0.55)},
+    # T1c: as T1, the enhancing rim bright (1.5-1.9 x WM)
+    "t1c": {_NEC: (_CSF, _GM, 0.2, 0.45), _ENH: (_BG, _WM, 1.5, 1.9), _EDEMA: (_GM, _WM, 0.3, 0.55)},
+    # T2: edema bright (0.70-0.82 x CSF), necrosis brighter (0.86-0.95 x CSF), enhancing between GM and edema
+    "t2": {_EDEMA: (_BG, _CSF, 0.7, 0.82), _NEC: (_BG, _CSF, 0.86, 0.95), _ENH: (_GM, _EDEMA, 0.3, 0.6)},
+    # FLAIR: edema bright (1.2-1.45 x GM), necrosis dark-ish (suppressed fluid: between CSF and WM),
+    # enhancing bright-ish (between GM and edema)
+    "flair": {_EDEMA: (_BG, _GM, 1.2, 1.45), _NEC: (_CSF, _WM, 0.35, 0.7), _ENH: (_GM, _EDEMA, 0.15, 0.5)},
+    # PD: edema brighter than WM (1.12-1.2 x WM, ~GM-CSF), necrosis ~CSF, enhancing between WM and GM
+    "pd": {_EDEMA: (_BG, _WM, 1.12, 1.2), _NEC: (_GM, _CSF, 0.8, 1.05), _ENH: (_WM, _GM, 0.6, 1.0)},
+}
+#: amplitude of the smooth intensity texture inside the tumour (relative)
+_TUMOUR_TEXTURE = 0.06
 
 # ------------------------------------------------------------------------------------------------ public API
 
@@ -108,13 +171,17 @@ class Phantom:
 
     Attributes:
         images: contrast name -> float32 image, oriented as requested (0 outside the brain).
-        label: uint8 tissue labels (0 background, 1 CSF, 2 GM, 3 WM), same shape as the images.
+        label: uint8 tissue labels (0 background, 1 CSF, 2 GM, 3 WM), same shape as the images; with a
+            tumour, those of the healthy anatomy (the tumour's voxels keep the tissue it replaced).
         affine: 4x4 float64 voxel-to-world (RAS+ mm) affine of the arrays.
+        tumour: uint8 tumour labels in the internal numbering of :mod:`brainbundles.data.labels` (0
+            background, 1 necrosis, 2 edema, 3 enhancing), same shape as the images; None without a tumour.
     """
 
     images: dict[str, np.ndarray]
     label: np.ndarray
     affine: np.ndarray
+    tumour: np.ndarray | None = None
 
 
 def make_phantom(
@@ -125,6 +192,7 @@ def make_phantom(
     contrasts: Sequence[str] = CONTRASTS,
     *,
     noise: str = "rician",
+    tumour: bool = False,
 ) -> Phantom:
     """Render the synthetic brain of ``seed``.
 
@@ -136,12 +204,15 @@ def make_phantom(
         contrasts: which of :data:`CONTRASTS` to render (may be empty: label only).
         noise: ``"rician"`` (magnitude of complex Gaussian noise), ``"gaussian"`` (clipped at 0) or
             ``"none"``.
+        tumour: add a brain tumour (necrosis, enhancing rim, edema; see the module docstring); without it
+            the phantom is exactly the same as before the option existed.
 
     Returns:
         a :class:`Phantom`; its arrays have ``shape`` permuted to ``orientation``.
 
     Raises:
-        ValueError: a bad ``seed``, ``shape``, ``spacing``, ``orientation``, ``contrasts`` or ``noise``.
+        ValueError: a bad ``seed``, ``shape``, ``spacing``, ``orientation``, ``contrasts``, ``noise`` or
+            ``tumour``.
     """
     seed = _check_seed(seed)
     grid = _Grid(_check_shape(shape), _check_spacing(spacing))
@@ -149,10 +220,14 @@ def make_phantom(
     wanted = _check_contrasts(contrasts)
     if noise not in ("rician", "gaussian", "none"):
         raise ValueError(f"noise: expected 'rician', 'gaussian' or 'none', got {noise!r}")
+    if not isinstance(tumour, bool | np.bool_):
+        raise ValueError(f"tumour: expected True or False, got {tumour!r}")
 
     anatomy = _build_anatomy(seed, grid)
-    images = {c: _render_contrast(seed, anatomy, c, noise) for c in wanted}
     label = _TISSUE_LABEL[anatomy.tissue]
+    if tumour:
+        _add_tumour(seed, anatomy)
+    images = {c: _render_contrast(seed, anatomy, c, noise) for c in wanted}
 
     ornt = ornt_transform(axcodes2ornt(tuple("RAS")), axcodes2ornt(codes))
     affine = grid.affine() @ inv_ornt_aff(ornt, grid.shape)
@@ -164,6 +239,7 @@ def make_phantom(
         images={c: orient(im) for c, im in images.items()},
         label=orient(label),
         affine=affine.astype(np.float64),
+        tumour=orient(_TUMOUR_LABEL[anatomy.tissue]) if tumour else None,
     )
 
 
@@ -300,12 +376,17 @@ class _Fourier:
 
 @dataclass
 class _Anatomy:
-    """A case's anatomy on the RAS grid (internal; lesion tasks would add tissue classes here)."""
+    """A case's anatomy on the RAS grid (internal; :func:`_add_tumour` adds the tumour classes)."""
 
     grid: _Grid
     tissue: np.ndarray  # int8 tissue classes (_BG, _CSF, ...) on the RAS grid
     brain: np.ndarray  # flat indices of the brain voxels (tissue > 0)
     u: tuple[np.ndarray, np.ndarray, np.ndarray]  # per-axis normalised coordinates (world / radius)
+    scale: np.ndarray  # d(u)/d(iso) per axis (iso = units of the geometric mean brain radius)
+    flat_bottom: float  # the brain's ellipsoid is sqrt(ux^2 + uy^2 + (k uz)^2) < 1, k = this below uz = 0
+    ventricle_ctrl: list[np.ndarray]  # rows (x, y, z, rx, ry, rz) in u swept (or stamped) as the ventricles
+    ventricles: np.ndarray  # bool mask of the ventricles (choroid plexus included)
+    tumour: np.ndarray | None = None  # flat indices of the tumour voxels (tumour classes), None without
 
 
 # control points (normalised coordinates: x lateral, y anterior, z superior) of the right lateral ventricle
@@ -490,6 +571,7 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
     q_pad = np.full(grid.shape, np.inf, dtype=np.float32)
     pad = 0.05 * scale  # wall around the ventricles, in normalised units per axis
     choroid: list[tuple[np.ndarray, np.ndarray]] = []
+    vent_ctrl: list[np.ndarray] = []
     for side, sign in enumerate((1.0, -1.0)):
         main = _VENT_MAIN.copy()
         main[:, :3] += vent_jitter[side]
@@ -501,12 +583,14 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
         occ[0, :3] = main[_ATRIUM, :3]
         for ctrl in (main, occ):
             ctrl[:, 0] *= sign
+            vent_ctrl.append(ctrl)
             _sweep(q, axes, ctrl)
             _sweep(q_pad, axes, ctrl + np.r_[np.zeros(3), pad])
         choroid.append((main[_ATRIUM, :3] + [0.0, 0.0, -0.02], main[_ATRIUM, 3:] * 0.7))
     third_c, third_r = np.array([0.0, -0.08, -0.12]), np.array([third_half * scale[0], 0.16, 0.12])
     _stamp(q, axes, third_c, third_r)
     _stamp(q_pad, axes, third_c, third_r + pad)
+    vent_ctrl.append(np.r_[third_c, third_r][None, :])
     ventricles = (q < 1.0) & (tissue > 0)
     # keep the ventricles closed: a deep sulcus or the fissure reaching them ends in GM short of them
     tissue[(q_pad < 1.0) & ~ventricles & ((tissue == _CSF) | (tissue == _VESSEL))] = _GM
@@ -518,7 +602,212 @@ def _build_anatomy(seed: int, grid: _Grid) -> _Anatomy:
         _stamp(q, axes, c, r)
     tissue[(q < 1.0) & ventricles] = _CHOROID
 
-    return _Anatomy(grid=grid, tissue=tissue, brain=np.flatnonzero(tissue), u=(ux, uy, uz))
+    return _Anatomy(
+        grid=grid,
+        tissue=tissue,
+        brain=np.flatnonzero(tissue),
+        u=(ux, uy, uz),
+        scale=scale,
+        flat_bottom=float(flat_bottom),
+        ventricle_ctrl=vent_ctrl,
+        ventricles=ventricles,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ tumour
+
+
+def _sphere_directions(n: int) -> np.ndarray:
+    """``n`` roughly uniform unit vectors (Fibonacci sphere), ``(n, 3)``."""
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    phi = np.pi * (1.0 + math.sqrt(5.0)) * k
+    r = np.sqrt(1.0 - z * z)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+_DIRECTIONS = _sphere_directions(512)
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random 3-D rotation matrix."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q *= np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+@dataclass(frozen=True)
+class _TumourShape:
+    """A tumour's geometry in isotropic units (the geometric mean brain radius), about its centre.
+
+    In the tumour's frame (``d = rot @ (p - centre)``, ``r = |d|``, ``v = d / r``) the core (necrosis and
+    enhancing rim) is ``r < core(v)``: a smooth-noise-perturbed ellipsoid; necrosis is ``r < core(v) -
+    rim(v)``; edema is ``r < core(v) + ext(v) + jitter(p)`` (a shell of varying thickness, roughened by a
+    field of position so that it is not star-shaped), in white matter and deep grey matter only.
+    """
+
+    rot: np.ndarray
+    r_core: float
+    axes: np.ndarray
+    core_field: _Fourier
+    core_amp: float
+    necrotic: bool
+    rim: float
+    rim_field: _Fourier
+    ext: float
+    ext_field: _Fourier
+    ext_amp: float
+    rough_field: _Fourier
+    rough_amp: float
+
+    def radii(self, v: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Core, necrosis and edema radii along the unit vectors ``v`` (tumour frame; no roughness)."""
+        ell = np.sqrt(sum((v[k] / np.float32(self.axes[k])) ** 2 for k in range(3)))
+        core = (
+            np.float32(self.r_core)
+            * (1.0 + np.float32(self.core_amp) * np.clip(self.core_field(v), -2.0, 2.0))
+            / ell
+        )
+        rim = np.float32(self.rim) * (1.0 + np.float32(0.3) * np.clip(self.rim_field(v), -1.5, 1.5))
+        nec = core - np.maximum(rim, np.float32(_RIM_MIN))
+        if not self.necrotic:
+            nec = np.full_like(core, -1.0)
+        ext = np.float32(self.ext) * (1.0 + np.float32(self.ext_amp) * np.clip(self.ext_field(v), -1.5, 2.0))
+        edema = core + np.maximum(ext, np.float32(_EDEMA_MIN))
+        return core, nec, edema
+
+    def shrunk(self, factor: float) -> _TumourShape:
+        return replace(self, r_core=self.r_core * factor, ext=self.ext * factor)
+
+
+#: least radial thickness of the enhancing rim and of the edema around the core (isotropic units: at the
+#: real brain scale, mean radius ~71 mm, 0.07 is ~5 mm; ~4.5 mm at the default shape and spacing)
+_RIM_MIN = 0.07
+_EDEMA_MIN = 0.03
+#: the core stays this far (isotropic units) inside the brain's ellipsoid and off the midline
+_CORE_DEPTH = 0.14
+_CORE_MIDLINE = 0.12
+
+
+def _draw_tumour(rng: np.random.Generator) -> tuple[float, _TumourShape]:
+    """The hemisphere (+1 right, -1 left) and shape of a case's tumour (drawn in a fixed order)."""
+    side = float(rng.choice([-1.0, 1.0]))
+    necrotic = bool(rng.uniform() >= 0.2)  # ~20% of the cases: a solid enhancing core, no necrosis
+    r_core = rng.uniform(0.19, 0.28) * (1.0 if necrotic else rng.uniform(0.65, 0.85))
+    axes = np.exp(rng.normal(0.0, 0.12, 3))
+    shape = _TumourShape(
+        rot=_random_rotation(rng),
+        r_core=r_core,
+        axes=axes / np.exp(np.mean(np.log(axes))),
+        core_field=_Fourier.draw(rng, 12, rng.uniform(0.6, 0.9)),
+        core_amp=rng.uniform(0.07, 0.14),
+        necrotic=necrotic,
+        rim=rng.uniform(0.072, 0.09),
+        rim_field=_Fourier.draw(rng, 8, 0.7),
+        ext=rng.uniform(0.06, 0.18),
+        ext_field=_Fourier.draw(rng, 16, rng.uniform(0.9, 1.3)),
+        ext_amp=rng.uniform(0.4, 0.6),
+        rough_field=_Fourier.draw(rng, 16, 3.0),
+        rough_amp=rng.uniform(0.03, 0.05),
+    )
+    return side, shape
+
+
+def _place_tumour(
+    rng: np.random.Generator, anatomy: _Anatomy, side: float, shape: _TumourShape
+) -> tuple[np.ndarray, _TumourShape]:
+    """A centre (isotropic units, FOV centre at 0) in the ``side`` hemisphere where the core stays off the
+    surface and the midline and the ventricles do not reach the necrosis (they may cut into the rim): drawn
+    at random, the tumour shrinking by 10% after every 50 misses. Independent of the grid (analytic)."""
+    scale = anatomy.scale.astype(np.float64)
+    dirs = _DIRECTIONS.T.astype(np.float32)
+    # ventricles as samples (centre, largest half-axis) along their curves, in isotropic units
+    vent_c, vent_r = [], []
+    for ctrl in anatomy.ventricle_ctrl:
+        if len(ctrl) > 1:
+            seg = np.linalg.norm(np.diff(ctrl[:, :3], axis=0), axis=1)
+            t = np.concatenate([[0.0], np.cumsum(seg)])
+            ctrl = CubicSpline(t, ctrl, axis=0, bc_type="natural")(np.linspace(0.0, t[-1], 40))
+        vent_c.append(ctrl[:, :3] / scale)
+        vent_r.append((ctrl[:, 3:] / scale).max(axis=1))
+    vc, vr = np.concatenate(vent_c), np.concatenate(vent_r)
+    kz = anatomy.flat_bottom
+    for attempt in range(400):
+        if attempt % 50 == 0:
+            if attempt:
+                shape = shape.shrunk(0.9)
+            core, nec, _ = (a.astype(np.float64) for a in shape.radii(dirs))
+            boundary = shape.rot.T @ (_DIRECTIONS.T * core)  # core boundary about the centre, world axes
+            keep_out = (nec.max() if shape.necrotic else 0.6 * core.max()) + 0.02
+        centre = np.array([side * rng.uniform(0.2, 0.7), rng.uniform(-0.6, 0.6), rng.uniform(-0.35, 0.5)])
+        pts = centre[:, None] + boundary
+        u = pts * scale[:, None]
+        rk = np.sqrt(u[0] ** 2 + u[1] ** 2 + (np.where(u[2] < 0, kz, 1.0) * u[2]) ** 2)
+        if rk.max() > 1.0 - _CORE_DEPTH or (side * pts[0]).min() < _CORE_MIDLINE:
+            continue
+        if (np.linalg.norm(vc - centre, axis=1) - vr).min() < keep_out:
+            continue
+        return centre, shape
+    raise RuntimeError("no place found for the tumour")  # pragma: no cover - the shrinking always ends it
+
+
+def _add_tumour(seed: int, anatomy: _Anatomy) -> None:
+    """Put the tumour of case ``seed`` (rng stream 1) into ``anatomy``: necrosis, enhancing rim and edema
+    tissue classes replace the healthy tissue (see the module docstring)."""
+    rng = np.random.default_rng([seed, 1])
+    side, shape = _draw_tumour(rng)
+    centre, shape = _place_tumour(rng, anatomy, side, shape)
+    grid, scale = anatomy.grid, anatomy.scale.astype(np.float64)
+    edema = shape.radii(_DIRECTIONS.T.astype(np.float32))[2]
+    reach = float(edema.max()) + 2.0 * shape.rough_amp + 0.01
+
+    # bounding box on the grid
+    sl = []
+    for a in range(3):
+        ax = anatomy.u[a]
+        lo, hi = (centre[a] - reach) * scale[a], (centre[a] + reach) * scale[a]
+        sl.append(slice(int(np.searchsorted(ax, lo, "left")), int(np.searchsorted(ax, hi, "right"))))
+    box = tuple(sl)
+    tis = anatomy.tissue[box]
+    vent = anatomy.ventricles[box]
+    pc = [(anatomy.u[a][sl[a]] / scale[a] - centre[a]).astype(np.float32) for a in range(3)]
+    p = np.meshgrid(*pc, indexing="ij", sparse=True)
+    r2 = p[0] ** 2 + p[1] ** 2 + p[2] ** 2
+    inside = np.flatnonzero((r2 < np.float32(reach**2)) & (tis > 0))
+    ii, jj, kk = np.unravel_index(inside, tis.shape)
+    q = (pc[0][ii], pc[1][jj], pc[2][kk])  # offsets from the centre, world axes
+    rot = shape.rot.astype(np.float32)
+    d = [rot[k, 0] * q[0] + rot[k, 1] * q[1] + rot[k, 2] * q[2] for k in range(3)]
+    r = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
+    rs = np.maximum(r, np.float32(1e-6))
+    v = [c / rs for c in d]
+    v[2] = np.where(r > 0, v[2], np.float32(1.0))
+    b_core, b_nec, b_edema = shape.radii(v)
+    b_edema = np.maximum(
+        b_edema + np.float32(shape.rough_amp) * np.clip(shape.rough_field(q), -2.0, 2.0),
+        b_core + np.float32(_EDEMA_MIN),
+    )
+    t = tis.ravel()[inside]
+    healthy = ~vent.ravel()[inside]
+    core_m = (r < b_core) & healthy
+    nec_m = core_m & (r < b_nec)
+    edema_m = (r < b_edema) & ~core_m & ((t == _WM) | (t == _DGM))
+
+    new = np.zeros(tis.shape, dtype=np.int8)
+    flat = new.ravel()
+    flat[inside[edema_m]] = _EDEMA
+    flat[inside[core_m]] = _ENH
+    flat[inside[nec_m]] = _NEC
+    # edema only where it connects to the core through white / deep grey matter
+    comp, _ = label_components(new > 0, _CONNECT6)
+    keep = np.unique(comp[(new == _ENH) | (new == _NEC)])
+    new[~np.isin(comp, keep[keep > 0])] = 0
+    tis[new > 0] = new[new > 0]
+    full = np.zeros(grid.shape, dtype=bool)
+    full[box] = new > 0
+    anatomy.tumour = np.flatnonzero(full)
 
 
 # ------------------------------------------------------------------------------------------------ intensities
@@ -543,24 +832,41 @@ def _tissue_means(rng: np.random.Generator, contrast: str) -> np.ndarray:
     return means
 
 
+def _tumour_means(rng: np.random.Generator, contrast: str, means: np.ndarray) -> None:
+    """Fill in the tumour classes' means (:data:`_TUMOUR_MEANS`) from the case's tissue means."""
+    for cls, (a, b, lo, hi) in _TUMOUR_MEANS[contrast].items():
+        means[cls] = means[a] + rng.uniform(lo, hi) * (means[b] - means[a])
+
+
 def _render_contrast(seed: int, anatomy: _Anatomy, contrast: str, noise: str) -> np.ndarray:
     """One contrast on the RAS grid: tissue means, partial volume, bias field, noise, brain mask."""
     stream = 10 + CONTRASTS.index(contrast)
     rng = np.random.default_rng([seed, stream])
     means = _tissue_means(rng, contrast)
+    peak = means.max()  # the noise level follows the healthy tissue
     pv_sigma = rng.uniform(0.5, 0.7)
     bias_field = _Fourier.draw(rng, 8, 0.35)
     bias_amp = rng.uniform(0.06, 0.09)
     snr = rng.uniform(15.0, 30.0)
 
-    img = gaussian_filter(means.astype(np.float32)[anatomy.tissue], pv_sigma, mode="constant")
+    ux, uy, uz = anatomy.u
+    piecewise = means.astype(np.float32)[anatomy.tissue]
+    if anatomy.tumour is not None:  # its own stream: the healthy tissue renders as without a tumour
+        trng = np.random.default_rng([seed, 30 + CONTRASTS.index(contrast)])
+        _tumour_means(trng, contrast, means)
+        texture = _Fourier.draw(trng, 12, trng.uniform(4.0, 6.0))
+        t = anatomy.tumour
+        ti, tj, tk = np.unravel_index(t, anatomy.grid.shape)
+        tp = (ux[ti].astype(np.float32), uy[tj].astype(np.float32), uz[tk].astype(np.float32))
+        rel = 1.0 + np.float32(_TUMOUR_TEXTURE) * np.clip(texture(tp), -2.0, 2.0)
+        piecewise.ravel()[t] = means.astype(np.float32)[anatomy.tissue.ravel()[t]] * rel
+    img = gaussian_filter(piecewise, pv_sigma, mode="constant")
     idx = anatomy.brain
     ii, jj, kk = np.unravel_index(idx, anatomy.grid.shape)
-    ux, uy, uz = anatomy.u
     p = (ux[ii].astype(np.float32), uy[jj].astype(np.float32), uz[kk].astype(np.float32))
     vals = img.ravel()[idx] * np.exp(np.float32(bias_amp) * np.clip(bias_field(p), -2.5, 2.5))
     if noise != "none":
-        sigma = np.float32(means.max() / snr)
+        sigma = np.float32(peak / snr)
         nrng = np.random.default_rng([seed, stream + 10])
         re = vals + sigma * nrng.standard_normal(vals.shape, dtype=np.float32)
         if noise == "rician":
@@ -591,6 +897,10 @@ def _ibsr_id(number: int, total: int) -> str:
     return f"IBSR_{number:0{max(2, len(str(total)))}d}"
 
 
+def _brats_id(number: int, total: int) -> str:
+    return f"BraTS_phantom_{number:0{max(3, len(str(total)))}d}"
+
+
 _LAYOUTS: dict[str, _Layout] = {
     "ibsr18": _Layout(
         name="ibsr18",
@@ -599,6 +909,13 @@ _LAYOUTS: dict[str, _Layout] = {
         image_files=lambda cid: (f"{cid}/{cid}_ana_strip.nii.gz",),
         label_file=lambda cid: f"{cid}/{cid}_seg_ana.nii.gz",
     ),
+    "brats": _Layout(  # BraTS 2018-2021
+        name="brats",
+        channels=("T1", "T1c", "T2", "FLAIR"),
+        case_id=_brats_id,
+        image_files=lambda cid: tuple(f"{cid}/{cid}_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair")),
+        label_file=lambda cid: f"{cid}/{cid}_seg.nii.gz",
+    ),
 }
 
 
@@ -606,8 +923,10 @@ _LAYOUTS: dict[str, _Layout] = {
 class _Task:
     """A phantom data set kind: its layout, the contrast written for each channel and the labels.
 
-    ``make_label`` turns a rendered :class:`Phantom` into the task's label map (e.g. lesion labels for the
-    tumour / WMH / MS tasks, which would also add lesion tissue to the anatomy before rendering).
+    ``make_label`` turns a rendered :class:`Phantom` into the task's label map (in the file convention);
+    ``tumour`` renders the phantoms with a tumour; ``label_convention`` (a key of
+    ``brainbundles.data.labels.LABEL_CONVENTIONS``), when set, is recorded in the manifest, the datalist
+    and every datalist item.
     """
 
     name: str
@@ -615,10 +934,26 @@ class _Task:
     contrasts: tuple[str, ...]  # one per layout channel
     labels: dict[str, str]
     make_label: Callable[[Phantom], np.ndarray] = lambda p: p.label
+    tumour: bool = False
+    label_convention: str | None = None
+
+
+def _brats2019_label(p: Phantom) -> np.ndarray:
+    assert p.tumour is not None
+    return from_internal(p.tumour, "brats2019")
 
 
 _TASKS: dict[str, _Task] = {
     "tissue": _Task(name="tissue", layout="ibsr18", contrasts=("t1",), labels=PHANTOM_LABELS),
+    "brats": _Task(
+        name="brats",
+        layout="brats",
+        contrasts=("t1", "t1c", "t2", "flair"),
+        labels=BRATS_LABELS["brats2019"],
+        make_label=_brats2019_label,
+        tumour=True,
+        label_convention="brats2019",
+    ),
 }
 
 #: the tasks :func:`write_phantom_dataset` can write
@@ -662,6 +997,11 @@ def write_phantom_dataset(
     ``"tissue"`` writes the IBSR18 layout: ``out/IBSR_01/IBSR_01_ana_strip.nii.gz`` (T1) and
     ``out/IBSR_01/IBSR_01_seg_ana.nii.gz`` (uint8 labels 0 background, 1 CSF, 2 GM, 3 WM), numbered
     ``01, 02, ...`` for ``cases + test_cases`` cases, the last ``test_cases`` being the held-out test set.
+    ``"brats"`` writes the BraTS 2018-2021 layout of tumour phantoms (``tumour=True``):
+    ``out/BraTS_phantom_001/BraTS_phantom_001_{t1,t1ce,t2,flair}.nii.gz`` (channels T1, T1c, T2, FLAIR
+    rendered from the contrasts t1, t1c, t2, flair) and ``..._seg.nii.gz`` (uint8 labels in the BraTS 2019
+    convention: 1 necrosis / non-enhancing core, 2 edema, 4 enhancing); the manifest, the datalist and
+    every datalist item carry ``"label_convention": "brats2019"``.
     Case ``i`` (0-based) is :func:`make_phantom` of seed ``seed * 100003 + i``. Also written:
     ``out/phantom.json`` (manifest) and ``out/datalist.json``, a Decathlon-style datalist with paths
     relative to ``out``; the training cases get ``fold = rank % folds`` where ``rank`` is their position in
@@ -708,7 +1048,9 @@ def write_phantom_dataset(
     entries: list[dict[str, Any]] = []
     for i in range(total):
         cid = layout.case_id(i + 1, total)
-        ph = make_phantom(_case_seed(seed, i), shape, spacing, orientation, spec.contrasts)
+        ph = make_phantom(
+            _case_seed(seed, i), shape, spacing, orientation, spec.contrasts, tumour=spec.tumour
+        )
         images = layout.image_files(cid)
         for rel, contrast in zip(images, spec.contrasts, strict=True):
             data = ph.images[contrast]
@@ -719,7 +1061,10 @@ def write_phantom_dataset(
         label_rel = layout.label_file(cid)
         (out / label_rel).parent.mkdir(parents=True, exist_ok=True)
         _save_nifti(spec.make_label(ph).astype(np.uint8), ph.affine, out / label_rel)
-        entries.append({"image": list(images), "label": label_rel, "case": cid})
+        entry: dict[str, Any] = {"image": list(images), "label": label_rel, "case": cid}
+        if spec.label_convention is not None:
+            entry["label_convention"] = spec.label_convention
+        entries.append(entry)
 
     fold_of = np.empty(cases, dtype=int)
     for rank, i in enumerate(np.random.default_rng(seed).permutation(cases)):
@@ -754,6 +1099,8 @@ def write_phantom_dataset(
         "labels": dict(spec.labels),
         "generator": "brainbundles.data.phantom",
     }
+    if spec.label_convention is not None:
+        datalist["label_convention"] = manifest["label_convention"] = spec.label_convention
     write_json_atomic(manifest, out / "phantom.json")
     write_json_atomic(datalist, out / "datalist.json")
     return out
