@@ -102,12 +102,16 @@ class Commands:
         datalist: str,
         multi_gpu: bool = False,
         nproc: int = 2,
+        phase2: bool = False,
         **overrides,
     ) -> None:
-        """Train a bundle through the MONAI bundle runner (resumes from models/last.pt if present)."""
+        """Train a bundle through the MONAI bundle runner (resumes from models/last.pt if present);
+        `--phase2` then retrains only the output layer (two-phase training, Havaei et al. 2017)."""
         from brainbundles.workflows import run_training
 
-        run_training(bundle, dataset_dir, datalist, multi_gpu=multi_gpu, nproc=nproc, **overrides)
+        run_training(
+            bundle, dataset_dir, datalist, multi_gpu=multi_gpu, nproc=nproc, phase2=phase2, **overrides
+        )
 
 
 def main() -> None:

@@ -29,7 +29,9 @@ class TrainingCheckpoint:
     - when the validator's key metric improves, ``<ckpt_dir>/<model_file>`` holds the network weights
       (a plain state dict, loadable with ``torch.load(weights_only=True)``);
     - when the trainer starts and ``last.pt`` exists (and ``resume`` is on), all of that state is
-      restored and training continues with the next epoch.
+      restored and training continues with the next epoch; otherwise, with ``init_weights``, the
+      network starts from those weights (a state dict, or a ``last.pt``-style checkpoint): fine-tuning,
+      or the second phase of two-phase training.
 
     Attach it after ``ValidationHandler`` in the trainer's handler list so that the epoch's
     validation has run when the checkpoint is written.
@@ -46,6 +48,7 @@ class TrainingCheckpoint:
         resume: bool = True,
         model_file: str = "model.pt",
         last_file: str = "last.pt",
+        init_weights: str | os.PathLike | None = None,
     ) -> None:
         if save_interval < 1:
             raise ValueError(f"save_interval: must be >= 1, got {save_interval}")
@@ -55,6 +58,7 @@ class TrainingCheckpoint:
         self.save_interval, self.resume = save_interval, resume
         self.model_path = self.ckpt_dir / model_file
         self.last_path = self.ckpt_dir / last_file
+        self.init_weights = Path(init_weights) if init_weights else None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load)
@@ -62,6 +66,12 @@ class TrainingCheckpoint:
 
     def load(self, engine: Engine) -> None:
         if not (self.resume and self.last_path.is_file()):
+            if self.init_weights is not None:  # a fresh run that starts from given weights
+                if not self.init_weights.is_file():
+                    raise FileNotFoundError(f"{self.init_weights}: initial weights not found")
+                state = torch.load(self.init_weights, map_location="cpu", weights_only=True)
+                self.network.load_state_dict(state["network"] if "network" in state else state)
+                logger.info("starting from the weights in %s", self.init_weights)
             return
         ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
         self.network.load_state_dict(ckpt["network"])

@@ -36,6 +36,7 @@ logger = logging.getLogger("brainbundles")
 
 BUNDLE_NAMES = {
     "tissue": "brain_tissue_mri_segmentation",
+    "brats": "brats_mri_segmentation",
 }
 
 
@@ -97,12 +98,20 @@ def run_training(
     datalist: str | os.PathLike,
     multi_gpu: bool = False,
     nproc: int = 2,
+    phase2: bool = False,
     **overrides,
 ) -> None:
     """Train through the MONAI bundle runner (``python -m monai.bundle run training``), in a child
-    process whose output streams to the console; with ``multi_gpu`` under ``torchrun``."""
+    process whose output streams to the console; with ``multi_gpu`` under ``torchrun``. ``phase2``
+    runs the bundle's second training phase (``configs/train_phase2.json``: only the output layer
+    learns, from the first phase's ``models/model.pt``, on patches drawn without class balance)."""
     root = resolve_bundle(bundle)
     files = config_files(root, "multi_gpu" if multi_gpu else "training")
+    if phase2:
+        extra = root / "configs" / "train_phase2.json"
+        if not extra.is_file():
+            raise FileNotFoundError(f"{extra}: this bundle has no second training phase")
+        files.append(str(extra))
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
         if multi_gpu
@@ -133,6 +142,15 @@ def run_training(
     subprocess.run(cmd, check=True)
 
 
+def _absolute(inp: str | os.PathLike) -> str:
+    """An input made absolute; in ``NAME=path`` (a file named with its sequence) only the path part."""
+    text = os.fspath(inp)
+    name, sep, path = text.partition("=")
+    if sep and name.isalnum() and not Path(text).exists():
+        return f"{name}={Path(path).expanduser().resolve()}"
+    return str(Path(text).expanduser().resolve())
+
+
 def run_inference(
     bundle: str | os.PathLike,
     inputs: Sequence[str | os.PathLike] | None = None,
@@ -153,9 +171,7 @@ def run_inference(
         raise FileNotFoundError(f"{model}: the bundle has no trained weights; train it first")
     args: dict[str, object] = {"bundle_root": str(root), "output_dir": str(Path(output_dir).resolve())}
     if inputs:
-        args["input_files"] = [
-            str(Path(p).resolve()) for p in ([inputs] if isinstance(inputs, str) else inputs)
-        ]
+        args["input_files"] = [_absolute(p) for p in ([inputs] if isinstance(inputs, str) else inputs)]
     elif datalist is not None:
         args["data_list_file_path"] = str(Path(datalist).resolve())
         args["dataset_dir"] = str(Path(dataset_dir or Path(datalist).parent).resolve())
@@ -208,18 +224,47 @@ DEMO_PROFILES: dict[str, dict] = {
 }
 
 
+def _evaluate(task: str, items: list[dict], pred_dir: Path, out_dir: Path, parser: ConfigParser) -> dict:
+    """Score a demo's predictions with the task's own metrics: mean Dice per class (or per region)."""
+    from brainbundles.metrics import evaluate_brats_items, evaluate_items
+
+    if task == "brats":
+        report = evaluate_brats_items(items, pred_dir, out_dir, pred_convention=parser["output_convention"])
+    else:
+        report = evaluate_items(items, pred_dir, parser.get_parsed_content("label_names"), out_dir)
+    return {name: report["summary"][name]["dice"]["mean"] for name in report["summary"]}
+
+
+def _without(items: list[dict], channel: str, channels: Sequence[str]) -> list[dict]:
+    """Datalist items with one sequence left out (the case then names the sequences it has)."""
+    out = []
+    for it in items:
+        names = list(it.get("channels") or channels)
+        keep = [i for i, n in enumerate(names) if n != channel]
+        rest = {
+            k: v for k, v in it.items() if k != "reference"
+        }  # the output takes the first file left's grid
+        out.append({**rest, "image": [it["image"][i] for i in keep], "channels": [names[i] for i in keep]})
+    return out
+
+
 def run_demo(
-    task: str = "tissue", out: str | os.PathLike = "demo_tissue", seed: int = 0, **train_overrides
+    task: str = "tissue",
+    out: str | os.PathLike = "demo_tissue",
+    seed: int = 0,
+    missing_sequences: bool = True,
+    **train_overrides,
 ) -> dict:
     """Phantoms -> training through the bundle runner -> inference on held-out phantoms -> evaluation.
 
     Leaves ``out/data`` (phantoms + datalist), ``out/bundle`` (a complete trained bundle),
     ``out/predictions`` and ``out/evaluation``, and writes ``out/metrics.json`` with the per-class
-    mean Dice on the held-out cases, which it also returns.
+    (tumour: per-region) mean Dice on the held-out cases, which it also returns. For a multi-sequence
+    task with ``missing_sequences``, the held-out cases are also segmented with each sequence left out
+    (``mean_dice_without``).
     """
     from brainbundles.data.cases import inference_items
     from brainbundles.data.phantom import write_phantom_dataset
-    from brainbundles.metrics import evaluate_items
 
     if task not in DEMO_PROFILES:
         raise ValueError(f"task: one of {sorted(DEMO_PROFILES)}, got {task!r}")
@@ -234,25 +279,33 @@ def run_demo(
     run_inference(bundle, output_dir=out / "predictions", datalist=data / "datalist.json")
     t_infer = time.perf_counter()
     parser = ConfigParser(json.loads((bundle / "configs" / "common.json").read_text()))
-    label_names = parser["label_names"]
-    items = inference_items(None, data / "datalist.json", data, parser["channels"], section="testing")
-    report = evaluate_items(items, out / "predictions", label_names, out / "evaluation")
-    dice = {name: report["summary"][name]["dice"]["mean"] for name in report["summary"]}
-    metrics = {
-        "task": task,
-        "held_out_cases": len(items),
-        "mean_dice": dice,
-        "seconds": {
-            "phantoms": round(t_data - t0, 1),
-            "training": round(t_train - t_data, 1),
-            "inference": round(t_infer - t_train, 1),
-            "total": round(time.perf_counter() - t0, 1),
-        },
-    }
-    write_json_atomic(metrics, out / "metrics.json")
+    channels = parser["channels"]
+    items = inference_items(None, data / "datalist.json", data, channels, section="testing")
+    dice = _evaluate(task, items, out / "predictions", out / "evaluation", parser)
+    metrics: dict = {"task": task, "held_out_cases": len(items), "mean_dice": dice}
     print(
         f"held-out phantoms: {len(items)} cases; mean Dice "
         + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
     )
+    if missing_sequences and len(channels) > 1:  # the same held-out cases, each sequence left out in turn
+        metrics["mean_dice_without"] = {}
+        for ch in channels:
+            tag = f"without_{ch}"
+            datalist = {"channels": channels, "testing": _without(items, ch, channels)}
+            write_json_atomic(datalist, out / "data" / f"datalist_{tag}.json")
+            run_inference(
+                bundle, output_dir=out / f"predictions_{tag}", datalist=out / "data" / f"datalist_{tag}.json"
+            )
+            metrics["mean_dice_without"][ch] = d = _evaluate(
+                task, items, out / f"predictions_{tag}", out / f"evaluation_{tag}", parser
+            )
+            print(f"without {ch}: mean Dice " + ", ".join(f"{k} {v:.3f}" for k, v in d.items()))
+    metrics["seconds"] = {
+        "phantoms": round(t_data - t0, 1),
+        "training": round(t_train - t_data, 1),
+        "inference": round(t_infer - t_train, 1),
+        "total": round(time.perf_counter() - t0, 1),
+    }
+    write_json_atomic(metrics, out / "metrics.json")
     print(f"time: {metrics['seconds']}; metrics in {out / 'metrics.json'}; trained bundle in {bundle}")
     return metrics

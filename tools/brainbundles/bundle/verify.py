@@ -26,6 +26,8 @@ WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
     "evaluate": (("common.json", "train.json", "evaluate.json"), "evaluating"),
     "multi_gpu": (("common.json", "train.json", "multi_gpu_train.json"), "training"),
     "inference": (("common.json", "inference.json"), "inference"),
+    # optional (a bundle without the file has no such workflow): Havaei's second training phase
+    "train_phase2": (("common.json", "train.json", "train_phase2.json"), "training"),
 }
 
 
@@ -79,7 +81,9 @@ def verify_configs(bundle_root: str | os.PathLike) -> dict[str, list[str]]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{f}: invalid JSON ({e})") from e
     out: dict[str, list[str]] = {}
-    for wf, (_, run_id) in WORKFLOWS.items():
+    for wf, (files, run_id) in WORKFLOWS.items():
+        if not all((root / "configs" / f).is_file() for f in files):
+            continue
         parser = parse_bundle(root, wf)
         refs: set[str] = set()
         _references(parser.get(), refs)
