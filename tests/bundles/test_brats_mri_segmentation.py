@@ -39,8 +39,8 @@ NETWORKS = {
     "DeepMedic": ({"features": [4, 4, 4, 4, 4, 4, 4, 4], "fc_features": [8, 8]}, [27, 27, 27]),
     "TwoPathwayCNN": ({"local_features": [4, 4], "global_features": 4}, [32, 32, 2]),
     "InputCascadeCNN": ({"local_features": [4, 4], "global_features": 4}, [32, 32, 2]),
-    "PereiraCNN": ({"features": [4, 8], "fc_features": 8}, [32, 32, 2]),
-    "HeMIS": ({"features": [4, 8]}, PATCH_3D),
+    "PereiraCNN": ({"features": [4, 8], "fc_features": [8, 8]}, [32, 32, 2]),
+    "HeMIS": ({"features": [4, 8], "backend_features": [8, 8]}, PATCH_3D),
 }
 
 
