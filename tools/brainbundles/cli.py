@@ -65,7 +65,7 @@ class Commands:
         test_fraction: float = 0.0,
         channels: Sequence[str] | None = None,
     ) -> str:
-        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, phantom) into a MONAI datalist with folds."""
+        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, msd_task01, phantom) into a MONAI datalist with folds."""
         from brainbundles.data.datalist import make_datalist
 
         kwargs = {"channels": list(channels)} if channels else {}
@@ -74,11 +74,21 @@ class Commands:
         )
         return f"{out}: {len(dl.get('training', []))} training and {len(dl.get('testing', []))} testing cases"
 
-    def demo(self, task: str = "tissue", out: str | None = None, seed: int = 0, **train_overrides) -> None:
-        """Make phantoms, train the task's bundle on the CPU, infer on held-out phantoms, evaluate."""
+    def demo(
+        self,
+        task: str = "tissue",
+        out: str | None = None,
+        seed: int = 0,
+        missing_sequences: bool = True,
+        **train_overrides,
+    ) -> None:
+        """Make phantoms, train the task's bundle on the CPU, infer on held-out phantoms, evaluate
+        (for several sequences, also with each one left out unless `--missing_sequences False`)."""
         from brainbundles.workflows import run_demo
 
-        run_demo(task, out or f"demo_{task}", seed=seed, **train_overrides)
+        run_demo(
+            task, out or f"demo_{task}", seed=seed, missing_sequences=missing_sequences, **train_overrides
+        )
 
     def infer(
         self,

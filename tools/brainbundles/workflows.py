@@ -221,6 +221,29 @@ DEMO_PROFILES: dict[str, dict] = {
             "num_workers": 0,
         },
     },
+    "brats": {
+        "phantom": {
+            "cases": 16,
+            "test_cases": 4,
+            "shape": (72, 88, 72),
+            "spacing": (2.0, 2.0, 2.0),
+            "folds": 4,
+        },
+        "bundle": {
+            "network_def#init_filters": 8,
+            "network_def#dropout": 0.0,
+            "patch_size": [48, 48, 48],
+            "spacing": [2.0, 2.0, 2.0],
+        },
+        "train": {
+            "epochs": 40,
+            "val_interval": 10,
+            "learning_rate": 0.002,
+            "num_samples": 4,
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+    },
 }
 
 

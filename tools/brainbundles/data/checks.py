@@ -292,7 +292,9 @@ def _item_channels(
     if isinstance(given, str):
         given = [given]
     if not given:
-        raise InputError(f"{paths[0]}: no sequence given for this case (the bundle takes {_fmt_channels(channels)})")
+        raise InputError(
+            f"{paths[0]}: no sequence given for this case (the bundle takes {_fmt_channels(channels)})"
+        )
     names = []
     for g in given:
         try:
@@ -311,7 +313,6 @@ def _item_channels(
             f"(every one of {_fmt_channels(channels)} is required here)"
         )
     return names
-
 
 
 def check_case(
@@ -487,7 +488,12 @@ class CaseList:
         for item in items:
             try:
                 check_case(
-                    item, self.channels, label_values, require_label, base_dir=base_dir, allow_missing=allow_missing
+                    item,
+                    self.channels,
+                    label_values,
+                    require_label,
+                    base_dir=base_dir,
+                    allow_missing=allow_missing,
                 )
             except InputError as e:
                 self.errors.append((item, str(e)))

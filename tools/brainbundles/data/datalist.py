@@ -440,7 +440,9 @@ def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> Lay
                 normalise_channel(modality[k], channels) for k in sorted(modality, key=lambda k: int(k))
             ]
         except (ValueError, KeyError, AttributeError) as e:
-            raise ValueError(f"msd_task01 layout: {meta}: cannot read its 'modality' channel names ({e})") from e
+            raise ValueError(
+                f"msd_task01 layout: {meta}: cannot read its 'modality' channel names ({e})"
+            ) from e
     cases = []
     for sub, labelled in (("imagesTr", True), ("imagesTs", False)):
         folder = root / sub
@@ -456,7 +458,9 @@ def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> Lay
                 label = None
             cases.append(Case(stem[0], [f], label, channels=file_channels))
     if not cases:
-        raise ValueError(f"msd_task01 layout: no cases found: searched imagesTr/ and imagesTs/ under root {root}")
+        raise ValueError(
+            f"msd_task01 layout: no cases found: searched imagesTr/ and imagesTs/ under root {root}"
+        )
     return LayoutResult(
         cases=cases,
         channels=channels,

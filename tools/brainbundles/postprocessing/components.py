@@ -57,7 +57,9 @@ class TumourPostprocessd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(min_component_mm3) != 3 or any(float(v) < 0 for v in min_component_mm3):
-            raise ValueError(f"min_component_mm3: expected 3 sizes >= 0 (WT, TC, ET), got {min_component_mm3!r}")
+            raise ValueError(
+                f"min_component_mm3: expected 3 sizes >= 0 (WT, TC, ET), got {min_component_mm3!r}"
+            )
         if float(min_enhancing_mm3) < 0:
             raise ValueError(f"min_enhancing_mm3: expected a size >= 0, got {min_enhancing_mm3!r}")
         self.min_component_mm3 = [float(v) for v in min_component_mm3]

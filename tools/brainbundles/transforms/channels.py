@@ -89,7 +89,11 @@ class RandDropChannelsd(RandomizableTransform, MapTransform):
     ``max_drop`` channels (always keeping at least one present), the same ones for every key."""
 
     def __init__(
-        self, keys: KeysCollection, prob: float = 0.3, max_drop: int | None = None, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        prob: float = 0.3,
+        max_drop: int | None = None,
+        allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)

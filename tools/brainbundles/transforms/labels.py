@@ -22,7 +22,9 @@ def _like(array: np.ndarray, ref: torch.Tensor | np.ndarray) -> torch.Tensor | n
     """``array`` as the type of ``ref``, keeping a MetaTensor's metadata and applied operations."""
     if isinstance(ref, MetaTensor):
         return MetaTensor(
-            torch.as_tensor(array, device=ref.device), meta=ref.meta, applied_operations=ref.applied_operations
+            torch.as_tensor(array, device=ref.device),
+            meta=ref.meta,
+            applied_operations=ref.applied_operations,
         )
     if isinstance(ref, torch.Tensor):
         return torch.as_tensor(array, device=ref.device)
@@ -73,7 +75,9 @@ class LabelToRegionsd(MapTransform):
         for key in self.key_iterator(d):
             lab = d[key]
             if isinstance(lab, torch.Tensor):
-                parts = [torch.isin(lab[0], torch.as_tensor(v, device=lab.device)) for v in self.regions.values()]
+                parts = [
+                    torch.isin(lab[0], torch.as_tensor(v, device=lab.device)) for v in self.regions.values()
+                ]
                 d[key] = torch.stack(parts).to(torch.float32)
             else:
                 d[key] = np.stack([np.isin(lab[0], v) for v in self.regions.values()]).astype(np.float32)
@@ -94,7 +98,9 @@ def regions_to_label(regions: np.ndarray) -> np.ndarray:
 class RegionsToLabeld(MapTransform):
     """Binary region channels (WT, TC, ET) -> a 1-channel label map in ``convention``."""
 
-    def __init__(self, keys: KeysCollection, convention: str = "brats2023", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, convention: str = "brats2023", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.convention = convention
         from_internal(np.zeros(1, np.uint8), convention)  # unknown conventions fail here, at config time
