@@ -33,7 +33,9 @@ def main() -> None:
     task = {v: k for k, v in BUNDLE_NAMES.items()}.get(args.bundle, args.bundle)
     tmp = Path(tempfile.mkdtemp(prefix="bench_"))
     try:
-        data = write_phantom_dataset(task, tmp / "data", cases=1, shape=tuple(args.shape), spacing=tuple(args.spacing), folds=1)
+        data = write_phantom_dataset(
+            task, tmp / "data", cases=1, shape=tuple(args.shape), spacing=tuple(args.spacing), folds=1
+        )
         bundle = copy_bundle(resolve_bundle(args.bundle), tmp / "bundle")
         parser = ConfigParser()
         parser.read_config(str(bundle / "configs" / "common.json"))
@@ -45,9 +47,13 @@ def main() -> None:
             run_inference(bundle, [image], output_dir=tmp / "out")
             times.append(time.perf_counter() - t0)
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-        print(f"bundle {args.bundle} shape {tuple(args.shape)} device {parser.get_parsed_content('device')} "
-              f"threads {torch.get_num_threads()}")
-        print(f"seconds_per_case {min(times):.2f} (runs: {', '.join(f'{t:.2f}' for t in times)}) peak_rss_gb {peak_gb:.2f}")
+        print(
+            f"bundle {args.bundle} shape {tuple(args.shape)} device {parser.get_parsed_content('device')} "
+            f"threads {torch.get_num_threads()}"
+        )
+        print(
+            f"seconds_per_case {min(times):.2f} (runs: {', '.join(f'{t:.2f}' for t in times)}) peak_rss_gb {peak_gb:.2f}"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
