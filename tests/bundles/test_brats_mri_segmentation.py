@@ -33,14 +33,15 @@ TINY = {
 TRAIN_FAST = {"num_workers": 0, "num_samples": 1, "batch_size": 2, "val_interval": 1}
 SEQUENCES = ("t1", "t1ce", "t2", "flair")
 
-#: tiny versions of every network the bundle can select (network_def replaced whole)
+#: tiny versions of every network the bundle can select (network_def replaced whole), run at 4.5 mm
+NET_SPACING = [4.5, 4.5, 4.5]
 NETWORKS = {
-    "SegResNet": ({"init_filters": 8, "dropout": 0.0}, PATCH_3D),
-    "DeepMedic": ({"features": [4, 4, 4, 4, 4, 4, 4, 4], "fc_features": [8, 8]}, [27, 27, 27]),
-    "TwoPathwayCNN": ({"local_features": [4, 4], "global_features": 4}, [32, 32, 2]),
-    "InputCascadeCNN": ({"local_features": [4, 4], "global_features": 4}, [32, 32, 2]),
-    "PereiraCNN": ({"features": [4, 8], "fc_features": [8, 8]}, [32, 32, 2]),
-    "HeMIS": ({"features": [4, 8], "backend_features": [8, 8]}, PATCH_3D),
+    "SegResNet": ({"init_filters": 8, "dropout": 0.0}, [24, 24, 24]),
+    "DeepMedic": ({"features": [4, 4, 4, 4, 4, 4, 4, 4], "fc_features": [8, 8]}, [24, 24, 24]),
+    "TwoPathwayCNN": ({"local_features": [4, 4], "global_features": 4}, [24, 24, 2]),
+    "InputCascadeCNN": ({"local_features": [4, 4], "global_features": 4}, [24, 24, 2]),
+    "PereiraCNN": ({"features": [4, 8], "fc_features": [8, 8]}, [24, 24, 2]),
+    "HeMIS": ({"features": [4, 8], "backend_features": [8, 8]}, [24, 24, 24]),
 }
 
 
@@ -109,7 +110,7 @@ def test_every_network_trains_and_infers_through_the_runner(network, phantoms, t
     bundle = copy_bundle(
         BUNDLE,
         tmp_path / "bundle",
-        {"network_def": network_def, "patch_size": patch, "spacing": [3.0, 3.0, 3.0]},
+        {"network_def": network_def, "patch_size": patch, "spacing": NET_SPACING},
     )
     run_training(bundle, phantoms, phantoms / "datalist.json", epochs=1, **TRAIN_FAST)
     assert (bundle / "models" / "model.pt").is_file()
@@ -127,7 +128,7 @@ def test_two_phase_training_trains_only_the_output_layer(phantoms, tmp_path):
     network_def = {"_target_": "brainbundles.networks.InputCascadeCNN", "spatial_dims": 2, "in_channels": 4,
                    "out_channels": 3, **args}  # fmt: skip
     bundle = copy_bundle(BUNDLE, tmp_path / "bundle", {"network_def": network_def, "patch_size": patch,
-                                                       "spacing": [3.0, 3.0, 3.0]})  # fmt: skip
+                                                       "spacing": NET_SPACING})  # fmt: skip
     run_training(bundle, phantoms, phantoms / "datalist.json", epochs=1, **TRAIN_FAST)
     phase1 = torch.load(bundle / "models" / "model.pt", weights_only=True)
     run_training(bundle, phantoms, phantoms / "datalist.json", phase2=True, epochs=1, **TRAIN_FAST)

@@ -43,17 +43,20 @@ def _expand(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """The image files in a folder; a dangling link counts, so the case checks report it as missing."""
     return sorted(
         f
         for f in folder.iterdir()
-        if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(IMAGE_SUFFIXES)
+        if (f.is_file() or f.is_symlink())
+        and not f.name.startswith(".")
+        and f.name.lower().endswith(IMAGE_SUFFIXES)
     )
 
 
 def _case_item(files: dict[str, Path], case: str | None = None) -> dict:
     """A datalist item for one case's ``{channel: file}`` (bundle order): the files it has and, in
     ``channels``, which sequence each one is (missing sequences are simply absent)."""
-    item = {"image": [str(p.resolve()) for p in files.values()], "channels": list(files)}
+    item = {"image": [str(p.absolute()) for p in files.values()], "channels": list(files)}
     if case is None:  # name it after its first file, less the sequence token (BraTS19_x_flair -> BraTS19_x)
         stem = case_id(next(iter(files.values())))
         case = re.sub(r"[_\-.][^_\-.]*$", "", stem) or stem
@@ -69,9 +72,9 @@ def _folder_case(folder: Path, channels: Sequence[str]) -> dict:
     for f in unknown:
         logger.warning("%s: skipped: its name names none of the sequences %s", f, ", ".join(channels))
     if not matched:
-        return {"image": [str(folder.resolve())], "channels": [], "case": folder.name}
+        return {"image": [str(folder.absolute())], "channels": [], "case": folder.name}
     return {
-        "image": [str(p.resolve()) for _, p in matched],
+        "image": [str(p.absolute()) for _, p in matched],
         "channels": [ch for ch, _ in matched],
         "case": folder.name,
     }

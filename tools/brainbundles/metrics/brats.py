@@ -84,7 +84,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import nibabel as nib
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
@@ -94,7 +93,7 @@ from brainbundles.data.labels import BRATS_REGIONS, to_internal
 from ._common import as_mask_pair, as_spacing
 from .distance import _union_bbox, hd95
 from .overlap import dice, volume_ml
-from .report import _AFFINE_ATOL, CaseMetrics, _load_label_map, summarize, write_report
+from .report import CaseMetrics, load_label_pair, summarize, write_report
 
 __all__ = [
     "BRATS_CHALLENGE_PARAMETERS",
@@ -427,30 +426,9 @@ def evaluate_brats_arrays(
 
 def _load_pair(pred_path: Path, ref_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Load prediction and reference, check shape and affine as :func:`~brainbundles.metrics.evaluate_files`."""
-    for path, what in ((pred_path, "prediction"), (ref_path, "reference")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: {what} file not found")
-    pred_img = nib.load(pred_path)
-    ref_img = nib.load(ref_path)
-    if tuple(pred_img.shape) != tuple(ref_img.shape):
-        raise ValueError(
-            f"shape mismatch between prediction {pred_path} {tuple(pred_img.shape)} "
-            f"and reference {ref_path} {tuple(ref_img.shape)}"
-        )
-    pred_aff = np.asarray(pred_img.affine, dtype=np.float64)
-    ref_aff = np.asarray(ref_img.affine, dtype=np.float64)
-    if not np.allclose(pred_aff, ref_aff, rtol=0.0, atol=_AFFINE_ATOL):
-        max_diff = float(np.max(np.abs(pred_aff - ref_aff)))
-        raise ValueError(
-            f"affine mismatch between prediction {pred_path} and reference {ref_path} "
-            f"(max abs difference {max_diff:.3g} > {_AFFINE_ATOL:g}):\n"
-            f"prediction affine:\n{pred_aff}\nreference affine:\n{ref_aff}"
-        )
-    pred = _load_label_map(pred_img, pred_path)
-    ref = _load_label_map(ref_img, ref_path)
+    pred, ref, spacing = load_label_pair(pred_path, ref_path)
     if pred.ndim != 3:
         raise ValueError(f"{pred_path}: expected a 3-D label map, got shape {pred.shape}")
-    spacing = tuple(float(z) for z in ref_img.header.get_zooms()[:3])
     return pred, ref, spacing
 
 

@@ -142,6 +142,34 @@ def _load_label_map(img: Any, path: Path) -> np.ndarray:
     return data
 
 
+def load_label_pair(pred_p: Path, ref_p: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Prediction and reference label maps and the voxel spacing (mm), after checking that both files
+    exist and share shape and affine (errors name the files)."""
+    for path, what in ((pred_p, "prediction"), (ref_p, "reference")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {what} file not found")
+    pred_img = nib.load(pred_p)
+    ref_img = nib.load(ref_p)
+    if tuple(pred_img.shape) != tuple(ref_img.shape):
+        raise ValueError(
+            f"shape mismatch between prediction {pred_p} {tuple(pred_img.shape)} "
+            f"and reference {ref_p} {tuple(ref_img.shape)}"
+        )
+    pred_aff = np.asarray(pred_img.affine, dtype=np.float64)
+    ref_aff = np.asarray(ref_img.affine, dtype=np.float64)
+    if not np.allclose(pred_aff, ref_aff, rtol=0.0, atol=_AFFINE_ATOL):
+        max_diff = float(np.max(np.abs(pred_aff - ref_aff)))
+        raise ValueError(
+            f"affine mismatch between prediction {pred_p} and reference {ref_p} "
+            f"(max abs difference {max_diff:.3g} > {_AFFINE_ATOL:g}):\n"
+            f"prediction affine:\n{pred_aff}\nreference affine:\n{ref_aff}"
+        )
+    pred = _load_label_map(pred_img, pred_p)
+    ref = _load_label_map(ref_img, ref_p)
+    spacing = tuple(float(z) for z in ref_img.header.get_zooms()[: pred.ndim])
+    return pred, ref, spacing
+
+
 def evaluate_files(
     pred_path: str | os.PathLike[str],
     ref_path: str | os.PathLike[str],
@@ -166,26 +194,7 @@ def evaluate_files(
     Returns:
         ``{class_name: {metric: value}}`` as :func:`evaluate_case`.
     """
-    pred_p, ref_p = Path(pred_path), Path(ref_path)
-    pred_img = nib.load(pred_p)
-    ref_img = nib.load(ref_p)
-    if tuple(pred_img.shape) != tuple(ref_img.shape):
-        raise ValueError(
-            f"shape mismatch between prediction {pred_p} {tuple(pred_img.shape)} "
-            f"and reference {ref_p} {tuple(ref_img.shape)}"
-        )
-    pred_aff = np.asarray(pred_img.affine, dtype=np.float64)
-    ref_aff = np.asarray(ref_img.affine, dtype=np.float64)
-    if not np.allclose(pred_aff, ref_aff, rtol=0.0, atol=_AFFINE_ATOL):
-        max_diff = float(np.max(np.abs(pred_aff - ref_aff)))
-        raise ValueError(
-            f"affine mismatch between prediction {pred_p} and reference {ref_p} "
-            f"(max abs difference {max_diff:.3g} > {_AFFINE_ATOL:g}):\n"
-            f"prediction affine:\n{pred_aff}\nreference affine:\n{ref_aff}"
-        )
-    pred = _load_label_map(pred_img, pred_p)
-    ref = _load_label_map(ref_img, ref_p)
-    spacing = tuple(float(z) for z in pred_img.header.get_zooms()[: pred.ndim])
+    pred, ref, spacing = load_label_pair(Path(pred_path), Path(ref_path))
     return evaluate_case(pred, ref, spacing, labels, hd95_method=hd95_method)
 
 
