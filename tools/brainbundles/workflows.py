@@ -236,9 +236,11 @@ DEMO_PROFILES: dict[str, dict] = {
             "spacing": [2.0, 2.0, 2.0],
         },
         "train": {
-            "epochs": 40,
+            "epochs": 50,
             "val_interval": 10,
-            "learning_rate": 0.002,
+            "learning_rate": 0.003,
+            "sequence_dropout": 0.2,
+            "crop_ratios": [2, 1, 1, 1],
             "num_samples": 4,
             "batch_size": 2,
             "num_workers": 0,
