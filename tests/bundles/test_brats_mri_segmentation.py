@@ -124,14 +124,22 @@ def test_every_network_trains_and_infers_through_the_runner(network, phantoms, t
 
 def test_two_phase_training_trains_only_the_output_layer(phantoms, tmp_path):
     """Havaei's second phase: only the output layer learns, on patches drawn without class balance."""
-    args, patch = NETWORKS["InputCascadeCNN"]
+    args, _ = NETWORKS["InputCascadeCNN"]
+    patch = [32, 32, 4]  # at 3 mm, so that uniformly drawn patches hold tumour and the output layer learns
     network_def = {"_target_": "brainbundles.networks.InputCascadeCNN", "spatial_dims": 2, "in_channels": 4,
                    "out_channels": 3, **args}  # fmt: skip
     bundle = copy_bundle(BUNDLE, tmp_path / "bundle", {"network_def": network_def, "patch_size": patch,
-                                                       "spacing": NET_SPACING})  # fmt: skip
+                                                       "spacing": [3.0, 3.0, 3.0]})  # fmt: skip
     run_training(bundle, phantoms, phantoms / "datalist.json", epochs=1, **TRAIN_FAST)
     phase1 = torch.load(bundle / "models" / "model.pt", weights_only=True)
-    run_training(bundle, phantoms, phantoms / "datalist.json", phase2=True, epochs=1, **TRAIN_FAST)
+    run_training(
+        bundle,
+        phantoms,
+        phantoms / "datalist.json",
+        phase2=True,
+        epochs=1,
+        **{**TRAIN_FAST, "num_samples": 2},
+    )
     phase2 = torch.load(bundle / "models" / "last_phase2.pt", weights_only=True)["network"]
     from brainbundles.networks import InputCascadeCNN
 

@@ -28,8 +28,10 @@ def init_distributed() -> int:
 
 
 def destroy_distributed() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined, once every process has got here (a process that
+    tears gloo down while another still finishes its last epoch's writes can abort the run)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
