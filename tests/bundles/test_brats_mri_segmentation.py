@@ -198,6 +198,25 @@ def test_inference_with_flair_and_t1c_only(trained, phantoms, tmp_path, capsys):
     seg, ref = nib.load(seg_path), nib.load(next(case.glob("*_t1ce.nii.gz")))
     assert seg.shape == ref.shape and np.array_equal(seg.affine, ref.affine)
 
+    # the command line, with the named files as positional arguments
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "brainbundles.cli",
+            "infer",
+            str(trained),
+            *files,
+            "--output",
+            str(tmp_path / "cli"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no T1, T2; filled with zeros" in proc.stdout + proc.stderr
+    assert len(list((tmp_path / "cli").glob("*_seg.nii.gz"))) == 1
+
 
 def _write(path: Path, data: np.ndarray, affine=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,8 @@ class Commands:
         datalist: str | None = None,
         **overrides,
     ) -> None:
-        """Segment scans with a bundle (folder or name): `brainbundles infer tissue --input T1.nii.gz --output out`."""
+        """Segment scans with a bundle (folder or name): `brainbundles infer tissue --input T1.nii.gz --output out`;
+        several inputs as positional arguments (`brainbundles infer brats flair=F.nii.gz t1c=C.nii.gz --output out`)."""
         from brainbundles.workflows import run_inference
 
         files = list(inputs) + ([input] if isinstance(input, str) else list(input or []))
