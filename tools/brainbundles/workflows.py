@@ -265,10 +265,11 @@ def _without(items: list[dict], channel: str, channels: Sequence[str]) -> list[d
     out = []
     for it in items:
         names = list(it.get("channels") or channels)
+        if len(it["image"]) != len(names):
+            raise ValueError(f"{it['image'][0]}: a sequence can be left out of one file per sequence only")
         keep = [i for i, n in enumerate(names) if n != channel]
-        rest = {
-            k: v for k, v in it.items() if k != "reference"
-        }  # the output takes the first file left's grid
+        # without "reference", the output takes the grid of the first file left
+        rest = {k: v for k, v in it.items() if k != "reference"}
         out.append({**rest, "image": [it["image"][i] for i in keep], "channels": [names[i] for i in keep]})
     return out
 

@@ -70,7 +70,7 @@ def _folder_case(folder: Path, channels: Sequence[str]) -> dict:
     goes on with the other cases; files naming no sequence are skipped with a warning."""
     matched, unknown = match_files(_image_files(folder), channels)
     for f in unknown:
-        logger.warning("%s: skipped: its name names none of the sequences %s", f, ", ".join(channels))
+        logger.warning("%s: skipped: its name matches none of the sequences %s", f, ", ".join(channels))
     if not matched:
         return {"image": [str(folder.absolute())], "channels": [], "case": folder.name}
     return {
