@@ -204,52 +204,12 @@ def test_bad_argument_raises_value_error_naming_it(name: str, override: dict) ->
         DeepMedic(**kwargs)
 
 
-SPATIAL_DIMS, BATCH, SIZE, SMOOTH = 3, 2, 12, 5  # the learning sanity batch
-
-
-def _smooth_field_batch(
-    seed: int, size: int = SIZE, smooth: int = SMOOTH
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Channel 0: a smooth random field (noise box-filtered over ``smooth`` voxels, unit variance) plus a little
-    noise; channel 1: noise. The three nested target regions are thresholds of the field."""
-    g = torch.Generator().manual_seed(seed)
-    pool = F.avg_pool3d if SPATIAL_DIMS == 3 else F.avg_pool2d
-    field = pool(torch.randn(BATCH, 1, *(size + smooth - 1,) * SPATIAL_DIMS, generator=g), smooth, stride=1)
-    field = field / field.std()
-    x = torch.cat(
-        [field + 0.1 * torch.randn(field.shape, generator=g), torch.randn(field.shape, generator=g)], 1
-    )
-    target = torch.cat([(field > t).float() for t in (-0.5, 0.0, 0.5)], dim=1)
-    return x, target
-
-
-def _constant_predictor_loss(target: torch.Tensor) -> float:
-    """The loss of the best input-independent prediction (each channel's foreground fraction)."""
-    dims = [d for d in range(target.dim()) if d != 1]
-    prior = target.mean(dim=dims, keepdim=True).clamp(1e-3, 1 - 1e-3).expand_as(target)
-    return F.binary_cross_entropy_with_logits(torch.logit(prior), target).item()
-
-
-def _train(net: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int, lr: float) -> list[float]:
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    net.train()
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(net(x), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def test_a_few_adam_steps_learn_more_than_the_class_frequencies() -> None:
+def test_a_few_adam_steps_learn_more_than_the_class_frequencies(learning) -> None:
     # 10 seeds measured: the final loss is 0.28-0.52 of the loss of the best constant prediction
     # (the class frequencies), which bounds any network that ignores its input.
     torch.manual_seed(0)
-    x, target = _smooth_field_batch(seed=0)
-    losses = _train(_tiny(3, 2, 3), x, target, steps=25, lr=1e-2)
-    assert losses[-1] < losses[0] and losses[-1] < 0.75 * _constant_predictor_loss(target), losses
+    x, target = learning.smooth_field_batch(seed=0, spatial_dims=3, batch=2, size=12, smooth=5)
+    learning.assert_learns(_tiny(3, 2, 3), x, target, steps=25, lr=1e-2)
 
 
 def test_torch_export_with_dynamic_shapes() -> None:
