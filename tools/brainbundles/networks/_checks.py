@@ -1,5 +1,5 @@
-"""Per-argument validation for the networks of :mod:`brainbundles.networks` whose arguments do not fit
-:func:`brainbundles.networks._common.validate_common` (several width sequences, fixed dimensionality, ...).
+"""Argument validation for the networks of :mod:`brainbundles.networks`: per-argument checks, and
+:func:`validate_common` for the U-Net family's shared signature, built from them.
 
 Every check raises ``ValueError`` whose message starts with the argument's name. Private to the package.
 """
@@ -17,6 +17,7 @@ __all__ = [
     "check_int_sequence",
     "check_norm",
     "check_spatial_dims",
+    "validate_common",
 ]
 
 
@@ -65,8 +66,11 @@ def check_act(act: ActType, channels: int = 1) -> None:
         raise ValueError(f"act {act!r} is not a valid activation: {e}") from e
 
 
-def check_norm(norm: NormType, spatial_dims: int, channels: Iterable[int], allow_none: bool = True) -> None:
-    """Raise ``ValueError`` naming ``norm`` unless it builds for every channel count in ``channels``."""
+def check_norm(
+    norm: NormType, spatial_dims: int, channels: Iterable[int], allow_none: bool = True, context: str = ""
+) -> None:
+    """Raise ``ValueError`` naming ``norm`` unless it builds for every channel count in ``channels``
+    (``context`` is added to the message, e.g. the widths the counts come from)."""
     if norm is None or norm == "":
         if not allow_none:
             raise ValueError(f"norm must name a normalisation for this network, got {norm!r}.")
@@ -75,4 +79,33 @@ def check_norm(norm: NormType, spatial_dims: int, channels: Iterable[int], allow
         try:
             make_norm(norm, spatial_dims, channels=c)
         except Exception as e:
-            raise ValueError(f"norm {norm!r} is not a valid normalisation for {c} channels: {e}") from e
+            raise ValueError(
+                f"norm {norm!r} is not a valid normalisation for {c} channels{context}: {e}"
+            ) from e
+
+
+def validate_common(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    features: Sequence[int],
+    dropout: float,
+    act: ActType,
+    norm: NormType,
+    min_levels: int = 2,
+) -> tuple[int, ...]:
+    """Validate the arguments the U-Net family shares; return ``features`` as a tuple of ints.
+
+    Raises:
+        ValueError: naming the offending argument.
+    """
+    check_spatial_dims(spatial_dims)
+    check_int("in_channels", in_channels)
+    check_int("out_channels", out_channels)
+    feats = check_int_sequence("features", features, min_len=min_levels)  # one entry per resolution level
+    check_dropout(dropout)
+    check_act(act)
+    # The networks normalise features[i] and (in decoders) 2 * features[i] channels: check each count, so
+    # that e.g. a group count that does not divide one of them is reported against ``norm``.
+    check_norm(norm, spatial_dims, [c * k for c in feats for k in (1, 2)], context=f" (features {feats})")
+    return feats

@@ -5,8 +5,6 @@ Everything here is private to the package; the public surface is the network cla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn as nn
 from monai.networks.layers.factories import split_args
@@ -21,64 +19,10 @@ __all__ = [
     "make_norm",
     "max_pool_layer",
     "spatial_dropout",
-    "validate_common",
 ]
 
 ActType = str | tuple
 NormType = str | tuple | None
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate_common(
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    features: Sequence[int],
-    dropout: float,
-    act: ActType,
-    norm: NormType,
-    min_levels: int = 2,
-) -> tuple[int, ...]:
-    """Validate the arguments every network shares; return ``features`` as a tuple of ints.
-
-    Raises:
-        ValueError: naming the offending argument.
-    """
-    if not _is_int(spatial_dims) or spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
-    if not _is_int(in_channels) or in_channels < 1:
-        raise ValueError(f"in_channels must be an int >= 1, got {in_channels!r}.")
-    if not _is_int(out_channels) or out_channels < 1:
-        raise ValueError(f"out_channels must be an int >= 1, got {out_channels!r}.")
-    if isinstance(features, str | bytes) or not isinstance(features, Sequence):
-        raise ValueError(f"features must be a sequence of ints, got {features!r}.")
-    if len(features) < min_levels:
-        raise ValueError(
-            f"features must have at least {min_levels} entries (one per resolution level), got {tuple(features)!r}."
-        )
-    if not all(_is_int(f) and f >= 1 for f in features):
-        raise ValueError(f"features must contain only ints >= 1, got {tuple(features)!r}.")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not (0.0 <= float(dropout) < 1.0):
-        # NaN fails the range check as well.
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}.")
-    try:
-        make_act(act, channels=1)
-    except Exception as e:  # MONAI raises ValueError / TypeError / KeyError depending on the mistake
-        raise ValueError(f"act {act!r} is not a valid activation: {e}") from e
-    # The networks normalise features[i] and (in decoders) 2 * features[i] channels: check each count, so
-    # that e.g. a group count that does not divide one of them is reported against ``norm``.
-    for channels in sorted({int(c) * k for c in features for k in (1, 2)}):
-        try:
-            make_norm(norm, spatial_dims, channels=channels)
-        except Exception as e:
-            raise ValueError(
-                f"norm {norm!r} is not a valid normalisation for {channels} channels "
-                f"(features {tuple(features)}): {e}"
-            ) from e
-    return tuple(int(f) for f in features)
 
 
 def make_act(act: ActType, channels: int | None = None, prelu_per_channel: bool = False) -> nn.Module:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from ._checks import validate_common
 from ._common import (
     ActType,
     NormType,
@@ -25,7 +26,6 @@ from ._common import (
     make_act,
     make_norm,
     spatial_dropout,
-    validate_common,
 )
 
 __all__ = ["ResUNet"]

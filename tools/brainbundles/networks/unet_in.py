@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from ._checks import validate_common
 from ._common import (
     ActType,
     NormType,
@@ -29,7 +30,6 @@ from ._common import (
     make_norm,
     max_pool_layer,
     spatial_dropout,
-    validate_common,
 )
 
 __all__ = ["UNetIN"]
