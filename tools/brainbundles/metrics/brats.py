@@ -76,13 +76,12 @@ float64 spacing (the script multiplies the header's float32 zooms); only 3-D mas
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -91,7 +90,7 @@ from scipy import ndimage
 from brainbundles.data.labels import BRATS_REGIONS, to_internal
 
 from ._common import as_mask_pair, as_spacing
-from .distance import _union_bbox, hd95
+from .distance import HD95Method, hd95
 from .overlap import dice, volume_ml
 from .report import CaseMetrics, load_label_pair, summarize, write_report
 
@@ -124,8 +123,8 @@ BRATS_CHALLENGE_PARAMETERS: dict[str, tuple[int, float]] = {
 BRATS_METRICS: tuple[str, ...] = ("dice", "hd95", "lesion_dice", "lesion_hd95", "vol_pred_ml", "vol_ref_ml")
 """Metric names produced for each BraTS region, in report column order."""
 
-BratsHD95Method = Literal["surfel", "max", "pooled"]
-"""``"surfel"``: DeepMind surface-distance as in the BraTS 2023 code; else :func:`~brainbundles.metrics.hd95`."""
+BratsHD95Method = HD95Method
+"""``"surfel"`` (default here): DeepMind surface-distance as in the BraTS 2023 code; see :func:`~brainbundles.metrics.hd95`."""
 
 _HD95_METHODS = ("surfel", "max", "pooled")
 _CC_STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
@@ -133,54 +132,6 @@ _DILATION_STRUCTURE = ndimage.generate_binary_structure(3, 2)  # 18-connectivity
 
 
 # --------------------------------------------------------------------------- HD95
-
-
-@functools.lru_cache(maxsize=32)
-def _surfel_tables(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbourhood-code → surfel area (mm²) table and the code kernel, from MONAI's DeepMind port."""
-    from monai.metrics.utils import get_code_to_measure_table
-
-    table, kernel = get_code_to_measure_table(spacing)
-    table_np = np.asarray(table.cpu().numpy(), dtype=np.float64)
-    kernel_np = np.asarray(kernel.cpu().numpy(), dtype=np.int16).reshape((2,) * len(spacing))
-    return table_np, kernel_np
-
-
-def _surfels(mask: np.ndarray, kernel: np.ndarray, full_code: int) -> tuple[np.ndarray, np.ndarray]:
-    """Corner-grid surface points of a (padded) mask and their neighbourhood codes."""
-    code = ndimage.correlate(mask.astype(np.int16), kernel, mode="constant", cval=0)
-    border = (code != 0) & (code != full_code)
-    return border, code
-
-
-def _directed_robust(
-    dist_to_other: np.ndarray, border: np.ndarray, code: np.ndarray, table: np.ndarray, percentile: float
-) -> float:
-    distances = dist_to_other[border]
-    areas = table[code[border]]
-    order = np.argsort(distances, kind="stable")
-    distances, areas = distances[order], areas[order]
-    cumulative = np.cumsum(areas) / np.sum(areas)
-    idx = int(np.searchsorted(cumulative, percentile / 100.0))
-    return float(distances[min(idx, distances.size - 1)])
-
-
-def _surfel_hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], percentile: float) -> float:
-    """Robust Hausdorff distance of DeepMind ``surface-distance`` (both masks non-empty)."""
-    if pred.ndim not in (2, 3):
-        raise ValueError(f"hd95_method='surfel' needs 2-D or 3-D masks, got {pred.ndim}-D")
-    table, kernel = _surfel_tables(spacing)
-    full_code = len(table) - 1
-    box = _union_bbox(pred | ref, 0)
-    pred_c = np.pad(pred[box], 1)
-    ref_c = np.pad(ref[box], 1)
-    border_p, code_p = _surfels(pred_c, kernel, full_code)
-    border_r, code_r = _surfels(ref_c, kernel, full_code)
-    dist_to_p = ndimage.distance_transform_edt(~border_p, sampling=spacing)
-    dist_to_r = ndimage.distance_transform_edt(~border_r, sampling=spacing)
-    d_rp = _directed_robust(dist_to_p, border_r, code_r, table, percentile)
-    d_pr = _directed_robust(dist_to_r, border_p, code_p, table, percentile)
-    return max(d_rp, d_pr)
 
 
 def _check_method(method: str) -> None:
@@ -196,8 +147,6 @@ def _hd95_or_max(
         return 0.0
     if has_pred != has_ref:
         return float(max_distance)
-    if method == "surfel":
-        return _surfel_hd95(pred, ref, spacing, 95.0)
     return hd95(pred, ref, spacing, method=method)  # type: ignore[arg-type]
 
 
