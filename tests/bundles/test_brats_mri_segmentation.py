@@ -168,6 +168,16 @@ def test_evaluate_reports_brats_metrics_in_native_space(trained, phantoms, tmp_p
     assert set(report["summary"]) == {"WT", "TC", "ET"}
     for region in ("WT", "TC", "ET"):
         assert {"dice", "hd95", "lesion_dice", "lesion_hd95"} <= set(report["summary"][region])
+    val = [c for c in json.loads((phantoms / "datalist.json").read_text())["training"] if c["fold"] == 0]
+    assert sorted(report["per_case"]) == sorted(c["case"] for c in val)
+    for case in val:  # the reference volumes are the 2019-convention labels read as regions, in mL
+        seg = nib.load(phantoms / case["label"])
+        voxel_ml = float(abs(np.linalg.det(seg.affine[:3, :3]))) / 1000
+        lab = np.asanyarray(seg.dataobj)
+        for region, values in (("WT", (1, 2, 4)), ("TC", (1, 4)), ("ET", (4,))):
+            metrics = report["per_case"][case["case"]][region]
+            assert metrics["vol_ref_ml"] == pytest.approx(np.isin(lab, values).sum() * voxel_ml)
+            assert 0.0 <= metrics["dice"] <= 1.0 and 0.0 <= metrics["lesion_dice"] <= 1.0
     assert (out / "metrics.csv").is_file()
 
 
@@ -178,15 +188,19 @@ def test_inference_all_sequences_lps_int16_both_conventions(trained, tmp_path):
     )  # fmt: skip
     case = _case_dir(data, "training")
     ref = nib.load(next(case.glob("*_t1.nii.gz")))
+    written = {}
     for convention, allowed in (("brats2023", {0, 1, 2, 3}), ("brats2019", {0, 1, 2, 4})):
         out = run_inference(trained, [case], output_dir=tmp_path / convention, output_convention=convention)
         seg = nib.load(out / f"{case.name}_seg.nii.gz")
         assert seg.shape == ref.shape and np.array_equal(seg.affine, ref.affine)
         assert nib.aff2axcodes(seg.affine) == ("L", "P", "S")
-        assert set(np.unique(np.asanyarray(seg.dataobj)).tolist()) <= allowed
+        written[convention] = np.asanyarray(seg.dataobj)
+        assert set(np.unique(written[convention]).tolist()) <= allowed
         vols = json.loads((out / f"{case.name}_volumes.json").read_text())["volumes_ml"]
         assert "total" in vols and len(vols) == 4
         assert (out / f"{case.name}_overlay.png").stat().st_size > 1000
+    # the same segmentation in both conventions: enhancing is 3 in one and 4 in the other
+    assert np.array_equal(written["brats2019"], np.where(written["brats2023"] == 3, 4, written["brats2023"]))
 
 
 def test_inference_with_flair_and_t1c_only(trained, phantoms, tmp_path, capsys):

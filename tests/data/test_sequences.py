@@ -207,3 +207,14 @@ def test_folder_cases_keep_their_problems_for_the_checks(tmp_path, caplog):
         check_case(items["twice"], BRATS, allow_missing=True)
     with pytest.raises(InputError, match=r"none: no sequence given for this case"):
         check_case(items["none"], BRATS, allow_missing=True)
+
+
+def test_split_named_input(tmp_path):
+    from brainbundles.data.sequences import split_named_input
+
+    assert split_named_input("FLAIR=/data/a.nii.gz") == ("FLAIR", "/data/a.nii.gz")
+    assert split_named_input("t1c=rel/b.nii.gz") == ("t1c", "rel/b.nii.gz")
+    assert split_named_input("/data/a.nii.gz") == (None, "/data/a.nii.gz")
+    odd = _nii(tmp_path / "T1=odd.nii.gz", _img(0))  # an existing file whose name holds '=' is a path
+    assert split_named_input(str(odd)) == (None, str(odd))
+    assert split_named_input("1=x") == (None, "1=x")

@@ -144,11 +144,11 @@ def run_training(
 
 def _absolute(inp: str | os.PathLike) -> str:
     """An input made absolute; in ``NAME=path`` (a file named with its sequence) only the path part."""
-    text = os.fspath(inp)
-    name, sep, path = text.partition("=")
-    if sep and name.isalnum() and not Path(text).exists():
-        return f"{name}={Path(path).expanduser().resolve()}"
-    return str(Path(text).expanduser().resolve())
+    from brainbundles.data.sequences import split_named_input
+
+    name, path = split_named_input(inp)
+    absolute = str(Path(path).expanduser().resolve())
+    return absolute if name is None else f"{name}={absolute}"
 
 
 def run_inference(

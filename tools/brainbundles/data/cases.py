@@ -10,7 +10,13 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from brainbundles.data.checks import check_case
-from brainbundles.data.sequences import group_sequences, match_files, match_sequence, normalise_channel
+from brainbundles.data.sequences import (
+    group_sequences,
+    match_files,
+    match_sequence,
+    normalise_channel,
+    split_named_input,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold"]
 
@@ -88,14 +94,13 @@ def _multichannel_cases(inputs: Sequence[str | os.PathLike], channels: Sequence[
     explicit: dict[str, Path] = {}
     loose: list[Path] = []
     for inp in inputs:
-        text = os.fspath(inp)
-        pair = re.fullmatch(r"([A-Za-z][A-Za-z0-9]*)=(.+)", text)
+        name, text = split_named_input(inp)
         p = Path(text).expanduser()
-        if pair and not p.exists():
-            ch = normalise_channel(pair[1], channels)
+        if name is not None:
+            ch = normalise_channel(name, channels)
             if ch in explicit:
-                raise ValueError(f"{pair[2]}: sequence {ch} given twice ({explicit[ch]}, {pair[2]})")
-            explicit[ch] = Path(pair[2]).expanduser()
+                raise ValueError(f"{text}: sequence {ch} given twice ({explicit[ch]}, {text})")
+            explicit[ch] = p
         elif p.is_dir():
             if _image_files(p):
                 cases.append(_folder_case(p, channels))

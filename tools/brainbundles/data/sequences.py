@@ -14,7 +14,14 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["SEQUENCE_SYNONYMS", "group_sequences", "match_files", "match_sequence", "normalise_channel"]
+__all__ = [
+    "SEQUENCE_SYNONYMS",
+    "group_sequences",
+    "match_files",
+    "match_sequence",
+    "normalise_channel",
+    "split_named_input",
+]
 
 #: bundle channel -> the lower-case file-name tokens it is found under
 SEQUENCE_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -41,6 +48,16 @@ def _stem(path: str | os.PathLike) -> str:
 
 def _tokens(path: str | os.PathLike) -> list[str]:
     return [t for t in re.split(r"[_\-.\s]+", _stem(path).lower()) if t]
+
+
+def split_named_input(text: str | os.PathLike) -> tuple[str | None, str]:
+    """``("FLAIR", "a.nii.gz")`` for an input written ``FLAIR=a.nii.gz`` (a file named with its
+    sequence), else ``(None, text)``; an existing file whose name holds ``=`` is taken as a path."""
+    text = os.fspath(text)
+    pair = re.fullmatch(r"([A-Za-z][A-Za-z0-9]*)=(.+)", text)
+    if pair and not Path(text).expanduser().exists():
+        return pair[1], pair[2]
+    return None, text
 
 
 def normalise_channel(name: str, channels: Sequence[str]) -> str:
