@@ -5,9 +5,19 @@ Importing the package imports its sub-packages, so a bundle config needs only ``
 
 __version__ = "0.1.0"
 
-from brainbundles import data, distributed, handlers, metrics, networks, postprocessing, transforms  # noqa: E402
+from brainbundles import (  # noqa: E402
+    bundle,
+    data,
+    distributed,
+    handlers,
+    metrics,
+    networks,
+    postprocessing,
+    transforms,
+)
 
 __all__ = [
+    "bundle",
     "data",
     "distributed",
     "handlers",

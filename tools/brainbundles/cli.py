@@ -97,14 +97,25 @@ class Commands:
         input: Sequence[str] | str | None = None,
         output: str = "output",
         datalist: str | None = None,
+        sha256: str | None = None,
+        trust: bool = False,
         **overrides,
     ) -> None:
-        """Segment scans with a bundle (folder or name): `brainbundles infer tissue --input T1.nii.gz --output out`;
-        several inputs as positional arguments (`brainbundles infer brats flair=F.nii.gz t1c=C.nii.gz --output out`)."""
+        """Segment scans with a bundle: a folder, a name, or a URL (downloaded, verified, cached):
+        `brainbundles infer tissue --input T1.nii.gz --output out`; several inputs as positional
+        arguments (`brainbundles infer brats flair=F.nii.gz t1c=C.nii.gz --output out`)."""
         from brainbundles.workflows import run_inference
 
         files = list(inputs) + ([input] if isinstance(input, str) else list(input or []))
-        run_inference(bundle, files or None, output_dir=output, datalist=datalist, **overrides)
+        run_inference(
+            bundle,
+            files or None,
+            output_dir=output,
+            datalist=datalist,
+            sha256=sha256,
+            trust=trust,
+            **overrides,
+        )
 
     def train(
         self,
@@ -124,13 +135,89 @@ class Commands:
             bundle, dataset_dir, datalist, multi_gpu=multi_gpu, nproc=nproc, phase2=phase2, **overrides
         )
 
+    def export(
+        self,
+        bundle: str,
+        version: str | None = None,
+        changelog: str | None = None,
+        metrics: str | None = None,
+    ) -> str:
+        """Export a trained bundle for sharing: models/model.safetensors, models/model.pt2 (torch.export,
+        checked against the eager network), metadata.json with a new version, the measured metrics
+        (--metrics, default <bundle>/eval/metrics.json), the training data fingerprint and checksums."""
+        from brainbundles.bundle.export import export_bundle
+        from brainbundles.workflows import resolve_bundle
+
+        root = resolve_bundle(bundle)
+        meta = export_bundle(root, version=version, changelog=changelog, metrics=metrics)
+        exported = meta["exported_model"].get("file") or f"none ({meta['exported_model']['reason']})"
+        return (
+            f"{root}: version {meta['version']}; exported program: {exported}; "
+            f"eval_metrics: {meta['eval_metrics'] or 'none'}; {len(meta['files_sha256'])} files checksummed"
+        )
+
+    def package(self, bundle: str, out: str | None = None, name: str | None = None) -> str:
+        """Zip an exported bundle (model-zoo layout, `<name>/...`) and write FILE.zip.sha256 beside it."""
+        from brainbundles.bundle.package import package_bundle
+        from brainbundles.workflows import resolve_bundle
+
+        path, digest = package_bundle(resolve_bundle(bundle), out, name=name)
+        return f"{path}\nsha256 {digest}"
+
+    def publish(self, zip: str, source: str | None = None, index: str | None = None) -> str:
+        """Without --source: print how to upload the zip (GitHub release or Hugging Face Hub). With
+        --source (where it is now downloadable): add it to the index of published bundles."""
+        from brainbundles.bundle.download import index_path, publish_bundle
+
+        if source is None:
+            return _PUBLISH_HELP.format(zip=zip, name=zip.rsplit("/", 1)[-1])
+        key, entry = publish_bundle(zip, source, index=index)
+        return f"{index or index_path()}: {key} -> {entry['source']} (sha256 {entry['checksum']}); commit it"
+
+    def download(
+        self, source: str, sha256: str | None = None, dir: str | None = None, trust: bool = False
+    ) -> str:
+        """Download a bundle by name (from the index) or URL / github:... / hf:... / zip, with --sha256
+        (or --trust); checked, unpacked and verified before it is moved into place."""
+        from brainbundles.bundle.download import download_bundle
+
+        return str(download_bundle(source, sha256=sha256, dir=dir, trust=trust))
+
+    def verify(self, bundle: str, trust: bool = False, strict: bool | None = None) -> str:
+        """Check a bundle: metadata schema, config code and references, pickles, checksums, network
+        input/output shapes, exported program vs eager network (strict: no unlisted files; the
+        default for a downloaded bundle)."""
+        from brainbundles.bundle.download import SOURCE_FILE
+        from brainbundles.bundle.verify import verify_bundle
+        from brainbundles.workflows import resolve_bundle
+
+        root = resolve_bundle(bundle)
+        strict = (root / SOURCE_FILE).is_file() if strict is None else strict
+        verify_bundle(root, trust=trust, strict=strict)
+        return f"{root}: verified"
+
+
+_PUBLISH_HELP = """To publish {zip} (its sha256 is in {zip}.sha256):
+
+GitHub release asset (with the GitHub CLI, in the repository that hosts it):
+    gh release create TAG {zip} {zip}.sha256      # or: gh release upload TAG {zip} {zip}.sha256
+    brainbundles publish {zip} --source github:OWNER/REPO/TAG/{name}
+
+Hugging Face Hub (with the huggingface_hub CLI, logged in):
+    huggingface-cli upload OWNER/REPO {zip} {name}
+    brainbundles publish {zip} --source hf:OWNER/REPO/{name}
+
+`brainbundles publish --source` adds the bundle, its URL and sha256 to bundles/model_info.json;
+commit that file. The zip is uploaded whole (not unpacked, as MONAI's push_to_hf_hub would) so that
+a download can be checked against one sha256 before anything in it is extracted."""
+
 
 def main() -> None:
     """Entry point; bad input (a named file and its problem) ends with a one-line error and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         fire.Fire(Commands, name="brainbundles")
-    except (ValueError, FileNotFoundError) as e:  # InputError is a ValueError
+    except (ValueError, FileNotFoundError) as e:  # InputError and UnsafeFileError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -1,4 +1,4 @@
-"""Ignite handlers shared by every bundle's training workflow."""
+"""Ignite handlers shared by every bundle: checkpoints while training, weights for inference."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from brainbundles.fileio import atomic_write
+from brainbundles.bundle.weights import find_weights, load_weights, save_weights
+from brainbundles.fileio import atomic_write, write_json_atomic
 
-__all__ = ["TrainingCheckpoint"]
+__all__ = ["TrainingCheckpoint", "LoadWeights"]
 
 logger = logging.getLogger("brainbundles")
 
@@ -27,7 +28,11 @@ class TrainingCheckpoint:
     - every ``save_interval`` epochs, ``<ckpt_dir>/last.pt`` holds the network, optimiser, scheduler,
       epoch, iteration and the validator's best metric (written atomically, rank 0 only);
     - when the validator's key metric improves, ``<ckpt_dir>/<model_file>`` holds the network weights
-      (a plain state dict, loadable with ``torch.load(weights_only=True)``);
+      (a plain state dict, loadable with ``torch.load(weights_only=True)``), and the same weights are
+      written beside it as safetensors (``model.safetensors``), the form bundles are shared in;
+    - ``training_data`` (the training data fingerprint,
+      :func:`brainbundles.bundle.export.training_fingerprint`) is written to
+      ``<ckpt_dir>/training_data.json`` when training starts, for ``brainbundles export``;
     - when the trainer starts and ``last.pt`` exists (and ``resume`` is on), all of that state is
       restored and training continues with the next epoch; otherwise, with ``init_weights``, the
       network starts from those weights (a state dict, or a ``last.pt``-style checkpoint): fine-tuning,
@@ -49,6 +54,7 @@ class TrainingCheckpoint:
         model_file: str = "model.pt",
         last_file: str = "last.pt",
         init_weights: str | os.PathLike | None = None,
+        training_data: dict | None = None,
     ) -> None:
         if save_interval < 1:
             raise ValueError(f"save_interval: must be >= 1, got {save_interval}")
@@ -59,18 +65,18 @@ class TrainingCheckpoint:
         self.model_path = self.ckpt_dir / model_file
         self.last_path = self.ckpt_dir / last_file
         self.init_weights = Path(init_weights) if init_weights else None
+        self.training_data = training_data
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def load(self, engine: Engine) -> None:
+        if self.training_data is not None and _is_rank0():
+            write_json_atomic(self.training_data, self.ckpt_dir / "training_data.json")
         if not (self.resume and self.last_path.is_file()):
             if self.init_weights is not None:  # a fresh run that starts from given weights
-                if not self.init_weights.is_file():
-                    raise FileNotFoundError(f"{self.init_weights}: initial weights not found")
-                state = torch.load(self.init_weights, map_location="cpu", weights_only=True)
-                self.network.load_state_dict(state["network"] if "network" in state else state)
+                self.network.load_state_dict(load_weights(self.init_weights))
                 logger.info("starting from the weights in %s", self.init_weights)
             return
         ckpt = torch.load(self.last_path, map_location="cpu", weights_only=True)
@@ -105,6 +111,7 @@ class TrainingCheckpoint:
         if self._improved(epoch):
             state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
             atomic_write(self.model_path, lambda tmp: torch.save(state, tmp))
+            save_weights(state, self.model_path.with_suffix(".safetensors"))
             logger.info("epoch %d: saved best model to %s", epoch, self.model_path)
         if epoch % self.save_interval and epoch != engine.state.max_epochs:
             return
@@ -117,3 +124,22 @@ class TrainingCheckpoint:
             ckpt["best_metric"] = float(getattr(self.validator.state, "best_metric", -1))
             ckpt["best_metric_epoch"] = int(getattr(self.validator.state, "best_metric_epoch", -1))
         atomic_write(self.last_path, lambda tmp: torch.save(ckpt, tmp))
+
+
+class LoadWeights:
+    """Load a bundle's trained weights into the network when an engine starts (inference and
+    evaluation): ``<ckpt_dir>/model.safetensors``, else ``<ckpt_dir>/model.pt`` read with
+    ``torch.load(weights_only=True)``, which refuses a pickle that would run code
+    (:func:`brainbundles.bundle.weights.load_weights`)."""
+
+    def __init__(self, ckpt_dir: str | os.PathLike, network: torch.nn.Module) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.network = network.module if hasattr(network, "module") else network
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        path = find_weights(self.ckpt_dir)
+        self.network.load_state_dict(load_weights(path))
+        logger.info("loaded the weights in %s", path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 
 from brainbundles.bundle.verify import config_files
+from brainbundles.bundle.weights import UnsafeFileError
 from brainbundles.data.checks import InputError
 from brainbundles.fileio import write_json_atomic
 
@@ -25,6 +27,7 @@ __all__ = [
     "BUNDLE_NAMES",
     "bundles_dir",
     "resolve_bundle",
+    "find_bundle",
     "copy_bundle",
     "run_training",
     "run_inference",
@@ -60,6 +63,32 @@ def resolve_bundle(bundle: str | os.PathLike) -> Path:
             f"bundle: {bundle} is neither a bundle folder (configs/common.json) nor a known bundle ({known})"
         )
     return root.resolve()
+
+
+def find_bundle(bundle: str | os.PathLike, sha256: str | None = None, trust: bool = False) -> Path:
+    """The bundle to run: a bundle folder; a bundle of ``bundles/`` (by name or task) that has trained
+    weights; a published bundle of the index (``bundles/model_info.json``); or a download source (URL,
+    ``github:``, ``hf:``, a zip). Anything not on disk is downloaded, or taken from the cache, and
+    verified first (:func:`brainbundles.bundle.download.download_bundle`)."""
+    from brainbundles.bundle.download import download_bundle, lookup
+    from brainbundles.bundle.weights import find_weights
+
+    if Path(bundle).expanduser().is_dir():
+        return resolve_bundle(bundle)
+    name = BUNDLE_NAMES.get(str(bundle), str(bundle))
+    local = bundles_dir() / name
+    if (local / "configs" / "common.json").is_file():
+        try:
+            find_weights(local / "models")
+            return resolve_bundle(local)
+        except FileNotFoundError:
+            if lookup(name) is None:  # nothing published either: say the weights are missing
+                raise
+    if lookup(name) is not None:
+        return download_bundle(name, sha256=sha256, trust=trust)
+    if re.match(r"[a-z]+:", str(bundle)) or str(bundle).endswith(".zip"):
+        return download_bundle(str(bundle), sha256=sha256, trust=trust)
+    return resolve_bundle(bundle)
 
 
 def copy_bundle(
@@ -157,18 +186,21 @@ def run_inference(
     output_dir: str | os.PathLike = "./output",
     datalist: str | os.PathLike | None = None,
     dataset_dir: str | os.PathLike | None = None,
+    sha256: str | None = None,
+    trust: bool = False,
     **overrides,
 ) -> Path:
     """Run the bundle's ``inference`` workflow in this process on ``inputs`` (files or folders) or on
-    the ``testing`` cases of ``datalist``. Bad cases are reported and skipped, the good ones written;
-    then :class:`brainbundles.data.InputError` is raised if any case was bad. A missing bundle file
-    (weights, Nyúl landmarks) raises ``FileNotFoundError`` naming it."""
+    the ``testing`` cases of ``datalist``. ``bundle`` is anything :func:`find_bundle` takes (a
+    download is verified first; ``sha256`` and ``trust`` are for a URL). Bad cases are reported and
+    skipped, the good ones written; then :class:`brainbundles.data.InputError` is raised if any case
+    was bad. A missing bundle file (weights, Nyúl landmarks) raises ``FileNotFoundError`` naming it."""
     from monai.bundle import run
 
-    root = resolve_bundle(bundle)
-    model = root / "models" / "model.pt"
-    if not model.is_file():
-        raise FileNotFoundError(f"{model}: the bundle has no trained weights; train it first")
+    from brainbundles.bundle.weights import find_weights
+
+    root = find_bundle(bundle, sha256=sha256, trust=trust)
+    find_weights(root / "models")
     args: dict[str, object] = {"bundle_root": str(root), "output_dir": str(Path(output_dir).resolve())}
     if inputs:
         args["input_files"] = [_absolute(p) for p in ([inputs] if isinstance(inputs, str) else inputs)]
@@ -188,7 +220,7 @@ def run_inference(
         )
     except RuntimeError as e:  # MONAI wraps errors in config evaluation and transforms: surface ours
         cause: BaseException | None = e
-        while cause is not None and not isinstance(cause, (InputError, FileNotFoundError)):
+        while cause is not None and not isinstance(cause, (InputError, FileNotFoundError, UnsafeFileError)):
             cause = cause.__cause__
         if cause is None:
             raise

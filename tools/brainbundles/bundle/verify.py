@@ -1,4 +1,10 @@
-"""Checks that a bundle folder is complete and consistent (used by the tests and, later, `verify`)."""
+"""Checks that a bundle folder is complete, consistent and safe to run (``brainbundles verify``).
+
+A bundle's configs are code: MONAI evaluates every ``$`` expression with ``eval`` and instantiates
+every ``_target_``. :func:`check_config_code` therefore compares them with the expressions and targets
+of the bundles that ship with brainbundles, so that a downloaded bundle runs nothing new unless the
+user trusts it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,11 @@ __all__ = [
     "parse_bundle",
     "verify_configs",
     "verify_net_in_out",
+    "verify_checksums",
+    "check_pickles",
+    "config_code",
+    "check_config_code",
+    "verify_bundle",
 ]
 
 META_SCHEMA = Path(__file__).with_name("meta_schema.json")
@@ -110,3 +121,151 @@ def verify_net_in_out(bundle_root: str | os.PathLike, **overrides) -> None:
         bundle_root=str(root),
         **args,
     )
+
+
+def verify_checksums(bundle_root: str | os.PathLike, strict: bool = False) -> int:
+    """Every file in the metadata's ``files_sha256`` exists and has that sha256; with ``strict`` (a
+    downloaded bundle), no other file is present either (hidden files aside). Returns the number of
+    files checked; raises ``ValueError`` naming the first bad file. A bundle that was never exported
+    has no checksums: 0."""
+    from brainbundles.fileio import sha256_file
+
+    root = Path(bundle_root)
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    sums = meta.get("files_sha256")
+    if not sums:
+        if strict:
+            raise ValueError(
+                f"{root / 'configs' / 'metadata.json'}: no files_sha256 (the bundle was not exported)"
+            )
+        return 0
+    for rel, expected in sorted(sums.items()):
+        path = root / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise ValueError(f"{root}: files_sha256 names a path outside the bundle: {rel!r}")
+        if not path.is_file():
+            raise ValueError(f"{path}: listed in files_sha256 but missing")
+        if sha256_file(path) != expected:
+            raise ValueError(f"{path}: sha256 differs from the metadata's (the file changed after export)")
+    if strict:
+        present = {
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        }
+        extra = sorted(present - set(sums) - {"configs/metadata.json"})
+        if extra:
+            raise ValueError(f"{root}: files not covered by the metadata's checksums: {extra}")
+    return len(sums)
+
+
+def check_pickles(bundle_root: str | os.PathLike) -> list[str]:
+    """Every pickle in the bundle (``.pt``, ``.pth``, ...) holds only tensors: each is opened with
+    ``torch.load(weights_only=True)``, which refuses one that would import or call anything, so nothing
+    of it runs. Returns the files checked; raises :class:`UnsafeFileError` naming a bad one."""
+    from brainbundles.bundle.weights import PICKLE_SUFFIXES, load_weights
+
+    root = Path(bundle_root)
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    for p in found:
+        load_weights(p)
+    return [p.relative_to(root).as_posix() for p in found]
+
+
+def _code(value, found: set[str], key: str | None = None) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _code(v, found, k)
+    elif isinstance(value, list):
+        for v in value:
+            _code(v, found)
+    elif isinstance(value, str) and (key == "_target_" or value.startswith(("$", "%"))):
+        found.add(value)
+
+
+def config_code(bundle_root: str | os.PathLike) -> dict[str, set[str]]:
+    """The code in a bundle's configs, per file: ``$`` expressions, ``%`` macros and ``_target_``s."""
+    out: dict[str, set[str]] = {}
+    for f in sorted((Path(bundle_root) / "configs").glob("*.json")):
+        found: set[str] = set()
+        try:
+            _code(json.loads(f.read_text()), found)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f}: invalid JSON ({e})") from e
+        out[f.name] = found
+    return out
+
+
+def _known_code() -> set[str]:
+    """The code of the bundles shipped with brainbundles, and every network of the package."""
+    from brainbundles import networks
+    from brainbundles.workflows import bundles_dir
+
+    known = {f"brainbundles.networks.{n}" for n in networks.__all__}
+    for b in sorted(bundles_dir().glob("*/configs")):
+        for found in config_code(b.parent).values():
+            known |= found
+    return known
+
+
+def check_config_code(bundle_root: str | os.PathLike) -> None:
+    """Refuse a bundle whose configs hold code (``$`` expressions, ``%`` macros, ``_target_``s) that
+    the bundles shipped with brainbundles do not: MONAI would run it with ``eval``. Values (numbers,
+    lists, file names, ``@`` references) may differ freely. Raises :class:`UnsafeFileError`."""
+    from brainbundles.bundle.weights import UnsafeFileError
+
+    known = _known_code()
+    for name, found in config_code(bundle_root).items():
+        new = sorted(found - known)
+        if new:
+            shown = ", ".join(repr(c if len(c) <= 80 else c[:77] + "...") for c in new[:3])
+            raise UnsafeFileError(
+                f"{Path(bundle_root) / 'configs' / name}: holds code that brainbundles' own bundles do not "
+                f"({shown}{' and more' if len(new) > 3 else ''}); MONAI would run it with eval. "
+                "Pass --trust only if you trust whoever wrote this bundle."
+            )
+
+
+def verify_bundle(
+    bundle_root: str | os.PathLike, trust: bool = False, strict: bool = False, log=print
+) -> dict[str, object]:
+    """``brainbundles verify``: metadata schema, config code (unless ``trust``), config references,
+    pickles, file checksums (``strict``: no unlisted files), the network's input/output shapes, and the
+    exported program against the eager network when the bundle has both. Raises on the first failure
+    (``ValueError``; :class:`UnsafeFileError` for something unsafe); returns what was checked."""
+    from brainbundles.bundle.export import EXPORTED_FILE, compare_exported
+    from brainbundles.bundle.weights import find_weights
+
+    root = Path(bundle_root)
+    report: dict[str, object] = {"bundle": str(root)}
+    verify_metadata(root)
+    log(f"{root}: metadata matches the model-zoo schema")
+    if trust:
+        log("config code: not checked (--trust)")
+    else:
+        check_config_code(root)
+        log("config code: only brainbundles' own expressions and targets")
+    report["workflows"] = sorted(verify_configs(root))
+    log(f"configs: every reference resolves in {', '.join(report['workflows'])}")
+    report["pickles"] = check_pickles(root)
+    if report["pickles"]:
+        log(f"pickles hold only tensors: {', '.join(report['pickles'])}")
+    report["checksums"] = verify_checksums(root, strict=strict)
+    log(
+        f"checksums: {report['checksums']} files match"
+        if report["checksums"]
+        else "checksums: none (not exported)"
+    )
+    verify_net_in_out(root)
+    log("network: input and output shapes match the metadata")
+    try:
+        find_weights(root / "models")
+        report["weights"] = True
+    except FileNotFoundError:
+        report["weights"] = False
+    if report["weights"] and (root / EXPORTED_FILE).is_file():
+        report["exported_difference"] = compare_exported(root)
+        log(
+            f"exported program agrees with the eager network (max relative difference {report['exported_difference']:.1e})"
+        )
+    return report

@@ -1,0 +1,302 @@
+"""Exporting a trained bundle for sharing.
+
+``export_bundle`` writes the weights as ``models/model.safetensors`` (no pickle), the network as a
+``torch.export`` program (``models/model.pt2``, runnable with torch alone) checked to give the eager
+network's output, and updates ``configs/metadata.json``: a new version and changelog entry, the
+evaluation metrics measured by the bundle's ``evaluate`` workflow, the training data fingerprint that
+training recorded, and the sha256 of every file that a package of the bundle holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import statistics
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from brainbundles.bundle.verify import parse_bundle
+from brainbundles.bundle.weights import (
+    PICKLE_SUFFIXES,
+    UnsafeFileError,
+    find_weights,
+    load_weights,
+    save_weights,
+)
+from brainbundles.fileio import atomic_write, sha256_file, write_json_atomic
+
+__all__ = [
+    "WEIGHTS_FILE",
+    "EXPORTED_FILE",
+    "FINGERPRINT_FILE",
+    "bundle_files",
+    "file_checksums",
+    "training_fingerprint",
+    "build_network",
+    "example_input",
+    "export_network",
+    "load_exported",
+    "compare_exported",
+    "next_version",
+    "export_bundle",
+]
+
+logger = logging.getLogger("brainbundles")
+
+WEIGHTS_FILE = "models/model.safetensors"
+EXPORTED_FILE = "models/model.pt2"
+#: written by training (``TrainingCheckpoint(training_data=...)``), read by export
+FINGERPRINT_FILE = "models/training_data.json"
+#: what a shared bundle holds: these top-level files, and everything under these folders except
+#: pickles (``models/model.pt``, ``models/last.pt``): never the data, outputs or logs of a local run
+SHARED_FILES = ("LICENSE", "README.md", "large_files.yml")
+SHARED_DIRS = ("configs", "docs", "models")
+#: how far the exported program's output may be from the eager network's, relative to its range
+EXPORT_TOLERANCE = 1e-4
+
+
+def bundle_files(bundle_root: str | os.PathLike) -> list[str]:
+    """The files of a bundle that are shared (packaged and checksummed), as sorted POSIX paths
+    relative to ``bundle_root``; hidden files and pickles are left out."""
+    root = Path(bundle_root)
+    out = [name for name in SHARED_FILES if (root / name).is_file()]
+    for d in SHARED_DIRS:
+        for p in (root / d).rglob("*"):
+            rel = p.relative_to(root)
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+                if p.suffix not in PICKLE_SUFFIXES and "__pycache__" not in rel.parts:
+                    out.append(rel.as_posix())
+    return sorted(out)
+
+
+def file_checksums(bundle_root: str | os.PathLike) -> dict[str, str]:
+    """sha256 of every shared file except ``configs/metadata.json`` (which holds them)."""
+    root = Path(bundle_root)
+    return {f: sha256_file(root / f) for f in bundle_files(root) if f != "configs/metadata.json"}
+
+
+def _stats(rows: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    cols = list(zip(*rows, strict=True))
+    return {
+        "min": [round(min(c), 4) for c in cols],
+        "median": [round(statistics.median(c), 4) for c in cols],
+        "max": [round(max(c), 4) for c in cols],
+    }
+
+
+def training_fingerprint(
+    train_items: Sequence[Mapping], val_items: Sequence[Mapping], channels: Sequence[str]
+) -> dict:
+    """What a network was trained on, from the image headers (no voxel data is read): case counts,
+    a sha256 over the sorted case ids, channels, label conventions, orientations, and the
+    min / median / max voxel spacing (mm) and shape."""
+    import hashlib
+
+    import nibabel as nib
+
+    spacings, shapes, orientations = [], [], set()
+    for item in list(train_items) + list(val_items):
+        first = item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"]
+        img = nib.load(str(first))
+        spacings.append([float(z) for z in img.header.get_zooms()[:3]])
+        shapes.append([int(s) for s in img.shape[:3]])
+        orientations.add("".join(nib.aff2axcodes(img.affine)))
+    ids = sorted(str(it.get("id", it["image"])) for it in list(train_items) + list(val_items))
+    return {
+        "training_cases": len(train_items),
+        "validation_cases": len(val_items),
+        "case_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        "channels": list(channels),
+        "label_conventions": sorted({str(it.get("label_convention", "bundle")) for it in train_items}),
+        "orientations": sorted(orientations),
+        "spacing_mm": _stats(spacings) if spacings else {},
+        "shape": _stats(shapes) if shapes else {},
+    }
+
+
+def build_network(bundle_root: str | os.PathLike, weights: bool = True) -> torch.nn.Module:
+    """The bundle's ``network_def`` on the CPU in eval mode, with its trained weights."""
+    root = Path(bundle_root)
+    net = parse_bundle(root, "inference").get_parsed_content("network_def")
+    if weights:
+        net.load_state_dict(load_weights(find_weights(root / "models")))
+    return net.eval()
+
+
+def example_input(bundle_root: str | os.PathLike, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """A random network input of the bundle's patch (sliding-window) size: ``[batch, C, *patch]``."""
+    parser = parse_bundle(bundle_root, "inference")
+    channels = len(parser.get_parsed_content("channels"))
+    patch = [int(s) for s in parser.get_parsed_content("patch_size")]
+    return torch.randn((batch, channels, *patch), generator=torch.Generator().manual_seed(seed))
+
+
+def export_network(network: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike) -> dict:
+    """``torch.export`` the network for inputs shaped like ``example`` (any batch size where the
+    network allows, else ``example``'s) and save the program to ``path`` atomically."""
+    network = network.eval()
+    with torch.no_grad():
+        try:
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
+            dynamic = True
+        except Exception:  # noqa: BLE001 - some networks specialise on the batch size
+            program = torch.export.export(network, (example,))
+            dynamic = False
+    atomic_write(path, lambda tmp: torch.export.save(program, tmp))
+    shape = ["batch" if dynamic else example.shape[0], *example.shape[1:]]
+    return {"file": Path(path).name, "format": "torch.export", "input_shape": shape, "dtype": "float32"}
+
+
+#: members of a torch.export archive that hold no pickle torch would load unsafely
+_PT2_SAFE = re.compile(
+    r"[^/]+/(archive_format|archive_version|byteorder|version|\.data/[^/]+|models/[^/]+\.json"
+    r"|data/weights/[^/]+|data/constants/[^/]+_constants_config\.json|data/sample_inputs/[^/]+\.pt)"
+)
+
+
+def _check_exported_archive(path: Path) -> None:
+    """Refuse a ``.pt2`` archive holding anything ``torch.export.load`` would unpickle with its
+    code-running fallback: pickled constants, custom objects, or pickled weights."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            for name in names:
+                if not _PT2_SAFE.fullmatch(name):
+                    raise UnsafeFileError(
+                        f"{path}: refused: unexpected member {name!r} in the exported program"
+                    )
+                if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
+                    config = json.loads(z.read(name))
+                    if '"use_pickle": true' in json.dumps(config):
+                        raise UnsafeFileError(f"{path}: refused: {name} stores pickled tensors")
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path}: not a torch.export archive ({e})") from None
+
+
+def load_exported(path: str | os.PathLike) -> torch.nn.Module:
+    """The module of a ``torch.export`` program written by :func:`export_network`, after checking that
+    the archive holds only graph, raw weights and tensor-only pickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: exported program not found")
+    _check_exported_archive(path)
+    return torch.export.load(str(path)).module()
+
+
+def compare_exported(
+    bundle_root: str | os.PathLike, network: torch.nn.Module | None = None, info: Mapping | None = None
+) -> float:
+    """Largest difference between the exported program's output and the eager network's (with the
+    bundle's weights) on random inputs (batches of 1 and, if the program takes any batch size, 2),
+    relative to the output range; ``ValueError`` above :data:`EXPORT_TOLERANCE`. ``info`` is what
+    :func:`export_network` returned (default: the metadata's ``exported_model``)."""
+    root = Path(bundle_root)
+    if info is None:
+        info = json.loads((root / "configs" / "metadata.json").read_text()).get("exported_model") or {}
+    network = network if network is not None else build_network(root)
+    program = load_exported(root / EXPORTED_FILE)
+    dynamic = info.get("input_shape", [1])[0] == "batch"
+    worst = 0.0
+    with torch.no_grad():
+        for batch in (1, 2) if dynamic else (1,):
+            x = example_input(root, batch=batch, seed=batch)
+            ref, out = network(x), program(x)
+            if out.shape != ref.shape:
+                raise ValueError(
+                    f"{root / EXPORTED_FILE}: output shape {tuple(out.shape)}, eager {tuple(ref.shape)}"
+                )
+            worst = max(worst, float((out - ref).abs().max() / ref.abs().max().clamp(min=1.0)))
+    if not worst <= EXPORT_TOLERANCE:
+        raise ValueError(
+            f"{root / EXPORTED_FILE}: differs from the eager network by {worst:.2e} (relative), "
+            f"more than {EXPORT_TOLERANCE:g}"
+        )
+    return worst
+
+
+def next_version(version: str) -> str:
+    """The next patch version: ``0.1.0`` -> ``0.1.1``."""
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not m:
+        raise ValueError(f"version: {version!r} is not MAJOR.MINOR.PATCH; pass the new version explicitly")
+    return f"{m[1]}.{m[2]}.{int(m[3]) + 1}"
+
+
+def _measured_metrics(metrics_file: Path) -> dict:
+    """``{"<class>_<metric>": mean, ..., "evaluated_cases": n}`` from a metrics report (``metrics.json``
+    as the ``evaluate`` workflow writes it)."""
+    try:
+        report = json.loads(metrics_file.read_text())
+        summary = report["summary"]
+        out = {
+            f"{cls}_{metric}": round(float(v["mean"]), 4)
+            for cls, metrics in summary.items()
+            for metric, v in metrics.items()
+            if v.get("mean") is not None
+        }
+        out["evaluated_cases"] = len(report.get("per_case", {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{metrics_file}: not a metrics report with a 'summary' ({e})") from None
+    return out
+
+
+def export_bundle(
+    bundle_root: str | os.PathLike,
+    version: str | None = None,
+    changelog: str | None = None,
+    metrics: str | os.PathLike | None = None,
+) -> dict:
+    """Export a trained bundle in place (see the module docstring) and return its new metadata.
+
+    ``version`` defaults to the next patch version; ``metrics`` to ``<bundle>/eval/metrics.json`` when
+    it exists (the ``evaluate`` workflow's report); without one, ``eval_metrics`` is left empty and the
+    changelog says the weights were not evaluated. A network ``torch.export`` cannot trace is shared
+    without ``models/model.pt2`` (the metadata says why); an export that disagrees with the eager
+    network is an error."""
+    root = Path(bundle_root)
+    meta_path = root / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    network = build_network(root)  # the trained weights, checked against the network definition
+    save_weights(network.state_dict(), root / WEIGHTS_FILE)
+
+    try:
+        info = export_network(network, example_input(root), root / EXPORTED_FILE)
+        info["max_relative_difference"] = compare_exported(root, network, info)
+        meta["exported_model"] = info
+    except ValueError:
+        (root / EXPORTED_FILE).unlink(missing_ok=True)
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.export cannot trace every network
+        (root / EXPORTED_FILE).unlink(missing_ok=True)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        meta["exported_model"] = {"file": None, "reason": f"torch.export failed: {reason}"}
+        logger.warning("%s: no exported program (%s); the bundle needs brainbundles to run", root, reason)
+
+    metrics_file = Path(metrics) if metrics is not None else root / "eval" / "metrics.json"
+    if metrics is not None or metrics_file.is_file():
+        meta["eval_metrics"] = _measured_metrics(metrics_file)
+    else:
+        meta["eval_metrics"] = {}
+    fingerprint = root / FINGERPRINT_FILE
+    meta["training_data"] = json.loads(fingerprint.read_text()) if fingerprint.is_file() else None
+
+    new_version = version or next_version(str(meta["version"]))
+    if new_version in meta.get("changelog", {}):
+        raise ValueError(f"version: {new_version} is already in {meta_path}'s changelog")
+    note = changelog or "trained weights exported" + (
+        f" (evaluated on {meta['eval_metrics']['evaluated_cases']} cases)"
+        if meta["eval_metrics"]
+        else " (not evaluated)"
+    )
+    meta["version"] = new_version
+    meta["changelog"] = {new_version: note, **meta.get("changelog", {})}
+    meta["files_sha256"] = file_checksums(root)
+    write_json_atomic(meta, meta_path)
+    logger.info("exported %s version %s", root, new_version)
+    return meta

@@ -1,0 +1,91 @@
+"""Network weights without pickle: ``models/model.safetensors``, or a plain state dict read with
+``torch.load(weights_only=True)``, which refuses a pickle that would import or call anything other than
+tensors (a pickled checkpoint can otherwise run code when it is loaded)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from brainbundles.fileio import atomic_write
+
+__all__ = [
+    "WEIGHT_FILES",
+    "PICKLE_SUFFIXES",
+    "UnsafeFileError",
+    "find_weights",
+    "load_weights",
+    "save_weights",
+]
+
+#: the files a bundle's trained weights may be in, in the order they are looked for
+WEIGHT_FILES = ("model.safetensors", "model.pt")
+#: file names that hold pickles (checked with :func:`load_weights` before anything uses them)
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+class UnsafeFileError(ValueError):
+    """A file would run code, or reach outside its folder, if it were used."""
+
+
+def find_weights(ckpt_dir: str | os.PathLike) -> Path:
+    """The bundle's weights file in ``ckpt_dir``: ``model.safetensors``, else ``model.pt``."""
+    for name in WEIGHT_FILES:
+        if (Path(ckpt_dir) / name).is_file():
+            return Path(ckpt_dir) / name
+    raise FileNotFoundError(
+        f"{Path(ckpt_dir) / WEIGHT_FILES[0]}: the bundle has no trained weights "
+        f"(neither {' nor '.join(WEIGHT_FILES)}); train it first"
+    )
+
+
+def _refusal(error: Exception) -> str:
+    """The part of torch's weights-only refusal that says what the pickle wanted (e.g. ``posix.system``)."""
+    found = re.search(r"GLOBAL (\S+)", str(error))
+    return f"it would import {found.group(1)}" if found else str(error).strip().splitlines()[0]
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from ``path``, on the CPU: safetensors, or a ``.pt`` pickle that holds only
+    tensors (a plain state dict, or a ``last.pt``-style checkpoint, whose ``network`` entry is used).
+
+    Raises ``FileNotFoundError``, :class:`UnsafeFileError` for a pickle that would import or call
+    anything else (nothing of it runs), and ``ValueError`` for any other unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(
+            f"{path}: refused to load: the pickle holds more than tensors ({_refusal(e)}); "
+            "weights are loaded only from safetensors or plain tensor pickles, and nothing in it was run"
+        ) from None
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a PyTorch weights file ({str(e).splitlines()[0]})") from None
+    if isinstance(state, Mapping) and isinstance(state.get("network"), Mapping):
+        state = state["network"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
+    return dict(state)
+
+
+def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write a state dict as safetensors, atomically (tensors copied to the CPU, made contiguous)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
