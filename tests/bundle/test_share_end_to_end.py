@@ -97,8 +97,12 @@ def test_train_export_package_serve_download_verify_infer(tmp_path, cache, serve
     got = download_bundle(url, sha256=sha, dir=fresh)
     assert got == fresh / NAME and requests == [f"/{zip_path.name}"]
     assert not (got / "models" / "model.pt").exists() and (got / "models" / "model.safetensors").is_file()
-    report = verify_bundle(got, strict=True, log=lambda _: None)
-    assert report["checksums"] == len(meta["files_sha256"]) and report["exported_difference"] <= 1e-4
+    lines: list[str] = []
+    report = verify_bundle(got, strict=True, log=lines.append)
+    assert report["checksums"] == len(meta["files_sha256"]) and "exported_difference" not in report
+    assert any("not loaded" in line for line in lines)  # a download's program is only inspected
+    report = verify_bundle(got, strict=True, run_exported=True, log=lines.append)  # we made it: run it
+    assert report["exported_difference"] <= 1e-4
 
     # infer straight from the URL: downloaded into the cache, verified, run
     run_inference(url, sha256=sha, datalist=data / "datalist.json", output_dir=tmp_path / "from_url")

@@ -74,20 +74,20 @@ def read_index(path: str | os.PathLike | None = None) -> dict[str, dict]:
     return index
 
 
-def _version_key(version: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-]", version))
-
-
 def lookup(name: str, index: dict[str, dict] | None = None) -> tuple[str, dict] | None:
-    """An index entry by key (``name_v1.2.3``) or by bundle name (its highest version); ``None`` if the
-    index has neither."""
+    """An index entry by key (``name_v1.2.3``) or by bundle name (its highest numeric version);
+    ``None`` if the index has neither."""
     index = read_index() if index is None else index
     if name in index:
         return name, index[name]
-    versions = [k for k in index if k.startswith(f"{name}_v")]
+    versions = {}
+    for key in index:
+        m = re.fullmatch(re.escape(name) + r"_v(\d+(?:\.\d+)*)", key)
+        if m:
+            versions[tuple(int(p) for p in m[1].split("."))] = key
     if not versions:
         return None
-    key = max(versions, key=lambda k: _version_key(k[len(name) + 2 :]))
+    key = versions[max(versions)]
     return key, index[key]
 
 

@@ -9,6 +9,7 @@ training recorded, and the sha256 of every file that a package of the bundle hol
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ __all__ = [
     "build_network",
     "example_input",
     "export_network",
+    "check_exported_archive",
     "load_exported",
     "compare_exported",
     "next_version",
@@ -149,44 +151,91 @@ def export_network(network: torch.nn.Module, example: torch.Tensor, path: str | 
         except Exception:  # noqa: BLE001 - some networks specialise on the batch size
             program = torch.export.export(network, (example,))
             dynamic = False
-    atomic_write(path, lambda tmp: torch.export.save(program, tmp))
+    buffer = io.BytesIO()  # saved from memory: the archive's folder is "archive", not the temporary name
+    torch.export.save(program, buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     shape = ["batch" if dynamic else example.shape[0], *example.shape[1:]]
     return {"file": Path(path).name, "format": "torch.export", "input_shape": shape, "dtype": "float32"}
 
 
-#: members of a torch.export archive that hold no pickle torch would load unsafely
-_PT2_SAFE = re.compile(
+#: members a torch.export archive written by :func:`export_network` holds
+_PT2_MEMBER = re.compile(
     r"[^/]+/(archive_format|archive_version|byteorder|version|\.data/[^/]+|models/[^/]+\.json"
-    r"|data/weights/[^/]+|data/constants/[^/]+_constants_config\.json|data/sample_inputs/[^/]+\.pt)"
+    r"|data/weights/(weight_\d+|[^/]+_weights_config\.json)|data/constants/[^/]+_constants_config\.json"
+    r"|data/sample_inputs/[^/]+\.pt)"
 )
+#: graph nodes may call only ATen operators and these arithmetic functions (on symbolic sizes)
+_PT2_TARGET = re.compile(
+    r"torch\.ops\.aten\.\w+\.\w+|_operator\.(add|sub|mul|floordiv|truediv|mod|neg|getitem)"
+)
+#: names a symbolic size expression may use (torch parses them with sympy, which evaluates them)
+_PT2_EXPR_NAMES = {"Symbol", "Integer", "Add", "Mul", "Pow", "FloorDiv", "Max", "Min", "Mod"}
+_PT2_EXPR_NAMES |= {"positive", "integer", "True", "False"}
 
 
-def _check_exported_archive(path: Path) -> None:
-    """Refuse a ``.pt2`` archive holding anything ``torch.export.load`` would unpickle with its
-    code-running fallback: pickled constants, custom objects, or pickled weights."""
+def _plain_expression(expr: str) -> bool:
+    rest = re.sub(r"'s\d+'", "", expr)
+    names = re.findall(r"[A-Za-z_]\w*", rest)
+    return bool(re.fullmatch(r"[\w\s(),=+\-*/]*", rest)) and all(
+        n in _PT2_EXPR_NAMES or re.fullmatch(r"s\d+", n) for n in names
+    )
+
+
+def _graph_strings(value, key: str | None = None):
+    """(key, string) pairs of a serialised graph, keys of range constraints included."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if key == "range_constraints":
+                yield "expr_str", k
+            yield from _graph_strings(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _graph_strings(v, key)
+    elif isinstance(value, str):
+        yield key, value
+
+
+def check_exported_archive(path: str | os.PathLike) -> None:
+    """Refuse a ``.pt2`` archive with anything ``torch.export.load`` could run: members other than
+    the graph, raw weights and configs; a pickle (sample inputs) holding more than tensors; pickled
+    weights or constants; a graph node calling anything but ATen operators and arithmetic; a symbolic
+    size that is not plain arithmetic (torch evaluates it with sympy). Raises :class:`UnsafeFileError`."""
+    path = Path(path)
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            for name in names:
-                if not _PT2_SAFE.fullmatch(name):
-                    raise UnsafeFileError(
-                        f"{path}: refused: unexpected member {name!r} in the exported program"
-                    )
-                if name.endswith("_weights_config.json") or name.endswith("_constants_config.json"):
-                    config = json.loads(z.read(name))
-                    if '"use_pickle": true' in json.dumps(config):
-                        raise UnsafeFileError(f"{path}: refused: {name} stores pickled tensors")
+            for name in z.namelist():
+                refuse = f"{path}: refused: member {name!r} of the exported program"
+                if not _PT2_MEMBER.fullmatch(name):
+                    raise UnsafeFileError(f"{refuse} is not one torch.export writes for a network")
+                if name.endswith("_config.json") and '"use_pickle": true' in z.read(name).decode():
+                    raise UnsafeFileError(f"{refuse} stores pickled tensors")
+                if name.endswith(".pt"):
+                    try:
+                        torch.load(io.BytesIO(z.read(name)), weights_only=True)
+                    except Exception as e:  # noqa: BLE001 - whatever it is, torch would unpickle it unsafely
+                        raise UnsafeFileError(
+                            f"{refuse} is a pickle that holds more than tensors ({e})"
+                        ) from None
+                if "/models/" in name:
+                    for key, value in _graph_strings(json.loads(z.read(name))):
+                        if key == "target" and not _PT2_TARGET.fullmatch(value):
+                            raise UnsafeFileError(f"{refuse} calls {value!r}")
+                        if key == "expr_str" and not _plain_expression(value):
+                            raise UnsafeFileError(
+                                f"{refuse} has a size expression that is code: {value[:80]!r}"
+                            )
     except zipfile.BadZipFile as e:
         raise ValueError(f"{path}: not a torch.export archive ({e})") from None
 
 
 def load_exported(path: str | os.PathLike) -> torch.nn.Module:
     """The module of a ``torch.export`` program written by :func:`export_network`, after checking that
-    the archive holds only graph, raw weights and tensor-only pickles."""
+    :func:`check_exported_archive` passes. ``torch.export.load`` can still run code hidden in a file
+    in ways no check foresees: load only programs you made or trust."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: exported program not found")
-    _check_exported_archive(path)
+    check_exported_archive(path)
     return torch.export.load(str(path)).module()
 
 

@@ -1,7 +1,8 @@
 """Bundle zips: packaging an exported bundle, and checking and unpacking one safely.
 
 A package is a model-zoo-style zip with one top-level folder, the bundle's name, holding the files
-:func:`brainbundles.bundle.export.bundle_files` lists (never pickles, data or outputs). It is written
+that export checksummed (:func:`brainbundles.bundle.export.bundle_files`: never pickles, data or
+outputs). It is written
 byte-for-byte reproducibly (sorted members, fixed timestamps and modes), with ``FILE.zip.sha256``
 beside it in ``sha256sum`` format.
 """
@@ -33,7 +34,8 @@ def package_bundle(
     bundle_root: str | os.PathLike, out: str | os.PathLike | None = None, name: str | None = None
 ) -> tuple[Path, str]:
     """Zip an exported bundle as ``<name>/...`` into ``out`` (default ``<name>_v<version>.zip`` in the
-    current folder) and write ``out.sha256``; returns the zip's path and sha256.
+    current folder) and write ``out.sha256``; returns the zip's path and sha256. The zip holds the
+    metadata and exactly the files its checksums cover; a file added since is an error.
 
     ``name`` defaults to the bundle folder's name. The bundle must have been exported
     (``brainbundles export``) and be unchanged since: every file's sha256 must match the metadata's."""
@@ -53,11 +55,15 @@ def package_bundle(
             f"{root}: not exported (no files_sha256 in {meta_path}); run `brainbundles export` first"
         )
     verify_checksums(root)
+    files = sorted({*meta["files_sha256"], "configs/metadata.json"})
+    added = sorted(set(bundle_files(root)) - set(files))
+    if added:
+        raise ValueError(f"{root}: files added after export, not in its checksums: {added}; export again")
     out = Path(out) if out is not None else Path(f"{name}_v{meta['version']}.zip")
 
     def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
-            for rel in bundle_files(root):
+            for rel in files:
                 info = zipfile.ZipInfo(f"{name}/{rel}", date_time=_FIXED_TIME)
                 info.external_attr = (stat.S_IFREG | 0o644) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
@@ -91,10 +97,10 @@ def check_archive(zip_path: str | os.PathLike) -> str:
         parts = PurePosixPath(name).parts
         if ".." in parts or not parts:
             raise UnsafeFileError(f"{refuse} would land outside the target folder ('..')")
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0 where the zip records no file type
+        if kind == stat.S_IFLNK:
             raise UnsafeFileError(f"{refuse} is a symbolic link")
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise UnsafeFileError(f"{refuse} is not a regular file")
         key = name.rstrip("/")
         if key in seen:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from monai.bundle import ConfigParser
@@ -172,36 +173,51 @@ def check_pickles(bundle_root: str | os.PathLike) -> list[str]:
     return [p.relative_to(root).as_posix() for p in found]
 
 
-def _code(value, found: set[str], key: str | None = None) -> None:
+#: a string MONAI could import and call: a dotted path or a bare name (a builtin, e.g. ``open``)
+_NAME_LIKE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _code(value, found: set[str], key: str | None = None, names: bool = True) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            _code(v, found, k)
+            _code(v, found, k, names)
     elif isinstance(value, list):
         for v in value:
-            _code(v, found)
-    elif isinstance(value, str) and (key == "_target_" or value.startswith(("$", "%"))):
+            _code(v, found, None, names)
+    elif isinstance(value, str) and (
+        key == "_target_" or value.startswith(("$", "%")) or (names and _NAME_LIKE.fullmatch(value))
+    ):
         found.add(value)
 
 
 def config_code(bundle_root: str | os.PathLike) -> dict[str, set[str]]:
-    """The code in a bundle's configs, per file: ``$`` expressions, ``%`` macros and ``_target_``s."""
+    """What in a bundle's configs could name code, per file: ``$`` expressions, ``%`` macros,
+    ``_target_``s, and every other string shaped like a Python name (MONAI imports some values, such
+    as a reader's name, and calls them), metadata aside; ``logging.conf`` (Python's logging set-up, which can write
+    files) is there whole."""
+    root = Path(bundle_root)
     out: dict[str, set[str]] = {}
-    for f in sorted((Path(bundle_root) / "configs").glob("*.json")):
+    for f in sorted((root / "configs").glob("*.json")):
         found: set[str] = set()
         try:
-            _code(json.loads(f.read_text()), found)
+            # metadata values are never instantiated: only expressions and targets count there
+            _code(json.loads(f.read_text()), found, names=f.name != "metadata.json")
         except json.JSONDecodeError as e:
             raise ValueError(f"{f}: invalid JSON ({e})") from e
         out[f.name] = found
+    if (root / "configs" / "logging.conf").is_file():
+        out["logging.conf"] = {(root / "configs" / "logging.conf").read_text()}
     return out
 
 
 def _known_code() -> set[str]:
-    """The code of the bundles shipped with brainbundles, and every network of the package."""
+    """The code of the bundles shipped with brainbundles, every network of the package, and the
+    label conventions (names a config may set)."""
     from brainbundles import networks
+    from brainbundles.data.labels import LABEL_CONVENTIONS
     from brainbundles.workflows import bundles_dir
 
-    known = {f"brainbundles.networks.{n}" for n in networks.__all__}
+    known = {f"brainbundles.networks.{n}" for n in networks.__all__} | set(LABEL_CONVENTIONS)
     for b in sorted(bundles_dir().glob("*/configs")):
         for found in config_code(b.parent).values():
             known |= found
@@ -209,31 +225,45 @@ def _known_code() -> set[str]:
 
 
 def check_config_code(bundle_root: str | os.PathLike) -> None:
-    """Refuse a bundle whose configs hold code (``$`` expressions, ``%`` macros, ``_target_``s) that
-    the bundles shipped with brainbundles do not: MONAI would run it with ``eval``. Values (numbers,
-    lists, file names, ``@`` references) may differ freely. Raises :class:`UnsafeFileError`."""
+    """Refuse a bundle whose configs could run code that the bundles shipped with brainbundles do
+    not (:func:`config_code`): MONAI would run it with ``eval`` or import and call it. Numbers, lists,
+    paths, ``@`` references and known names may differ freely. Raises :class:`UnsafeFileError`."""
     from brainbundles.bundle.weights import UnsafeFileError
 
     known = _known_code()
     for name, found in config_code(bundle_root).items():
         new = sorted(found - known)
+        if name == "logging.conf" and new:
+            raise UnsafeFileError(
+                f"{Path(bundle_root) / 'configs' / name}: differs from brainbundles' own logging set-up, "
+                "which every run applies (it can write to any file). "
+                "Pass --trust only if you trust whoever wrote this bundle."
+            )
         if new:
             shown = ", ".join(repr(c if len(c) <= 80 else c[:77] + "...") for c in new[:3])
             raise UnsafeFileError(
-                f"{Path(bundle_root) / 'configs' / name}: holds code that brainbundles' own bundles do not "
-                f"({shown}{' and more' if len(new) > 3 else ''}); MONAI would run it with eval. "
-                "Pass --trust only if you trust whoever wrote this bundle."
+                f"{Path(bundle_root) / 'configs' / name}: holds code, or names of code, that brainbundles' "
+                f"own bundles do not ({shown}{' and more' if len(new) > 3 else ''}); MONAI would run it "
+                "with eval or import it. Pass --trust only if you trust whoever wrote this bundle."
             )
 
 
 def verify_bundle(
-    bundle_root: str | os.PathLike, trust: bool = False, strict: bool = False, log=print
+    bundle_root: str | os.PathLike,
+    trust: bool = False,
+    strict: bool = False,
+    run_exported: bool | None = None,
+    log=print,
 ) -> dict[str, object]:
     """``brainbundles verify``: metadata schema, config code (unless ``trust``), config references,
-    pickles, file checksums (``strict``: no unlisted files), the network's input/output shapes, and the
-    exported program against the eager network when the bundle has both. Raises on the first failure
-    (``ValueError``; :class:`UnsafeFileError` for something unsafe); returns what was checked."""
-    from brainbundles.bundle.export import EXPORTED_FILE, compare_exported
+    pickles, file checksums (``strict``, for a download: no unlisted files either), the network's
+    input/output shapes, and the exported program (``models/model.pt2``): its archive is always
+    checked (:func:`brainbundles.bundle.export.check_exported_archive`), and with ``run_exported``
+    it is loaded and compared with the eager network. ``torch.export.load`` can run code hidden in a
+    file, so by default that happens only for a bundle that is not a download (``strict``) or is
+    trusted. Raises on the first failure (``ValueError``; :class:`UnsafeFileError` for something
+    unsafe); returns what was checked."""
+    from brainbundles.bundle.export import EXPORTED_FILE, check_exported_archive, compare_exported
     from brainbundles.bundle.weights import find_weights
 
     root = Path(bundle_root)
@@ -244,7 +274,7 @@ def verify_bundle(
         log("config code: not checked (--trust)")
     else:
         check_config_code(root)
-        log("config code: only brainbundles' own expressions and targets")
+        log("config code: only brainbundles' own expressions, targets and logging set-up")
     report["workflows"] = sorted(verify_configs(root))
     log(f"configs: every reference resolves in {', '.join(report['workflows'])}")
     report["pickles"] = check_pickles(root)
@@ -263,9 +293,14 @@ def verify_bundle(
         report["weights"] = True
     except FileNotFoundError:
         report["weights"] = False
-    if report["weights"] and (root / EXPORTED_FILE).is_file():
-        report["exported_difference"] = compare_exported(root)
-        log(
-            f"exported program agrees with the eager network (max relative difference {report['exported_difference']:.1e})"
-        )
+    if (root / EXPORTED_FILE).is_file():
+        check_exported_archive(root / EXPORTED_FILE)
+        if report["weights"] and (run_exported if run_exported is not None else (trust or not strict)):
+            report["exported_difference"] = compare_exported(root)
+            log(
+                "exported program agrees with the eager network "
+                f"(max relative difference {report['exported_difference']:.1e})"
+            )
+        else:
+            log("exported program: archive checked, not loaded (a download; --trust to compare it)")
     return report
