@@ -151,6 +151,7 @@ def export_network(network: torch.nn.Module, example: torch.Tensor, path: str | 
         except Exception:  # noqa: BLE001 - some networks specialise on the batch size
             program = torch.export.export(network, (example,))
             dynamic = False
+    program._example_inputs = None  # not shared: megabytes of random numbers
     buffer = io.BytesIO()  # saved from memory: the archive's folder is "archive", not the temporary name
     torch.export.save(program, buffer)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
@@ -209,7 +210,7 @@ def check_exported_archive(path: str | os.PathLike) -> None:
                     raise UnsafeFileError(f"{refuse} is not one torch.export writes for a network")
                 if name.endswith("_config.json") and '"use_pickle": true' in z.read(name).decode():
                     raise UnsafeFileError(f"{refuse} stores pickled tensors")
-                if name.endswith(".pt"):
+                if name.endswith(".pt") and z.getinfo(name).file_size:  # empty: nothing torch unpickles
                     try:
                         torch.load(io.BytesIO(z.read(name)), weights_only=True)
                     except Exception as e:  # noqa: BLE001 - whatever it is, torch would unpickle it unsafely
