@@ -45,59 +45,62 @@ def test_unknown_task_and_layout_are_clear_errors(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_share_commands(tmp_path):
-    """export -> package -> publish (instructions, then the index) -> download by name -> verify, as typed;
-    a URL without a checksum is refused with exit 1 and a one-line error."""
+def test_share_commands(tmp_path, monkeypatch, capsys):
+    """export -> package -> publish (instructions, then the index) -> download by name -> verify, through
+    the command's own functions; then, as typed, a URL without a checksum is refused with exit 1 and a
+    one-line error."""
     import os
 
     from brainbundles.bundle.export import build_network
     from brainbundles.bundle.weights import save_weights
+    from brainbundles.cli import Commands
     from brainbundles.workflows import copy_bundle
 
     bundle = copy_bundle(
         "tissue", tmp_path / "brain_tissue_mri_segmentation", {"network_def#features": [4, 8, 16]}
     )
     save_weights(build_network(bundle, weights=False).state_dict(), bundle / "models" / "model.safetensors")
-    env = {
-        **os.environ,
-        "BRAINBUNDLES_CACHE": str(tmp_path / "cache"),
-        "BRAINBUNDLES_INDEX": str(tmp_path / "index.json"),
-    }
+    monkeypatch.setenv("BRAINBUNDLES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BRAINBUNDLES_INDEX", str(tmp_path / "index.json"))
+    cmd = Commands()
 
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "brainbundles.cli", *args], capture_output=True, text=True, env=env
-        )
-
-    proc = cli("export", str(bundle), "--version", "1.0.0", "--changelog", "first weights")
-    assert proc.returncode == 0, proc.stderr
-    assert (
-        "version 1.0.0" in proc.stdout and "model.pt2" in proc.stdout and "eval_metrics: none" in proc.stdout
-    )
+    out = cmd.export(str(bundle), version="1.0.0", changelog="first weights")
+    assert "version 1.0.0" in out and "model.pt2" in out and "eval_metrics: none" in out
     zip_path = tmp_path / "b.zip"
-    proc = cli("package", str(bundle), "--out", str(zip_path))
-    assert proc.returncode == 0, proc.stderr
+    out = cmd.package(str(bundle), out=str(zip_path))
     sha = (tmp_path / "b.zip.sha256").read_text().split()[0]
-    assert f"sha256 {sha}" in proc.stdout
+    assert f"sha256 {sha}" in out
 
-    proc = cli("publish", str(zip_path))
-    assert proc.returncode == 0 and "gh release" in proc.stdout and "huggingface-cli upload" in proc.stdout
+    out = cmd.publish(str(zip_path))
+    assert "gh release" in out and "huggingface-cli upload" in out
     assert not (tmp_path / "index.json").exists()  # instructions only
-    proc = cli("publish", str(zip_path), "--source", zip_path.as_uri())
-    assert proc.returncode == 0, proc.stderr
+    cmd.publish(str(zip_path), source=zip_path.as_uri())
     index = json.loads((tmp_path / "index.json").read_text())
     assert index == {"brain_tissue_mri_segmentation_v1.0.0": {"source": zip_path.as_uri(), "checksum": sha}}
 
-    proc = cli("download", "brain_tissue_mri_segmentation", "--dir", str(tmp_path / "dl"))
-    assert proc.returncode == 0, proc.stderr
     got = tmp_path / "dl" / "brain_tissue_mri_segmentation"
-    assert proc.stdout.strip().endswith(str(got))
-    proc = cli("verify", str(got))
-    assert proc.returncode == 0, proc.stderr
-    assert "checksums: " in proc.stdout and "archive checked, not loaded" in proc.stdout
-    proc = cli("verify", str(bundle))  # the publisher's own folder: the program is run and compared
-    assert proc.returncode == 0 and "exported program agrees" in proc.stdout, proc.stderr
+    assert cmd.download("brain_tissue_mri_segmentation", dir=str(tmp_path / "dl")) == str(got)
+    capsys.readouterr()
+    assert cmd.verify(str(got)).endswith("verified")
+    out = capsys.readouterr().out
+    assert "checksums: " in out and "archive checked, not loaded" in out  # a download: strict, not run
+    cmd.verify(str(bundle))  # the publisher's own folder: the program is run and compared
+    assert "exported program agrees" in capsys.readouterr().out
 
-    proc = cli("download", zip_path.as_uri(), "--dir", str(tmp_path / "dl2"))
+    env = {**os.environ, "BRAINBUNDLES_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "brainbundles.cli",
+            "download",
+            zip_path.as_uri(),
+            "--dir",
+            str(tmp_path / "dl2"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 1 and "no sha256 is known" in proc.stderr and "--trust" in proc.stderr
-    assert not (tmp_path / "dl2").exists()
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "dl2").exists()
