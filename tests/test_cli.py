@@ -45,21 +45,15 @@ def test_unknown_task_and_layout_are_clear_errors(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_share_commands(tmp_path, monkeypatch, capsys):
+def test_share_commands(tmp_path, monkeypatch, capsys, untrained_export):
     """export -> package -> publish (instructions, then the index) -> download by name -> verify, through
     the command's own functions; then, as typed, a URL without a checksum is refused with exit 1 and a
     one-line error."""
     import os
 
-    from brainbundles.bundle.export import build_network
-    from brainbundles.bundle.weights import save_weights
     from brainbundles.cli import Commands
-    from brainbundles.workflows import copy_bundle
 
-    bundle = copy_bundle(
-        "tissue", tmp_path / "brain_tissue_mri_segmentation", {"network_def#features": [4, 8, 16]}
-    )
-    save_weights(build_network(bundle, weights=False).state_dict(), bundle / "models" / "model.safetensors")
+    bundle = untrained_export(tmp_path / "brain_tissue_mri_segmentation", export=False)
     monkeypatch.setenv("BRAINBUNDLES_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("BRAINBUNDLES_INDEX", str(tmp_path / "index.json"))
     cmd = Commands()

@@ -29,10 +29,9 @@ from brainbundles.bundle.package import check_archive, package_bundle
 from brainbundles.bundle.verify import verify_bundle, verify_checksums
 from brainbundles.bundle.weights import UnsafeFileError, load_weights, save_weights
 from brainbundles.handlers import LoadWeights
-from brainbundles.workflows import copy_bundle, find_bundle
+from brainbundles.workflows import find_bundle
 
 NAME = "brain_tissue_mri_segmentation"
-TINY = {"network_def#features": [4, 8, 16], "network_def#dropout": 0.0, "patch_size": [32, 32, 32]}
 
 
 def quiet(*_args) -> None:
@@ -104,13 +103,10 @@ def assert_nothing_left(target: Path, cache: Path, *markers: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> types.SimpleNamespace:
+def exported(tmp_path_factory, untrained_export) -> types.SimpleNamespace:
     """An exported bundle (random weights) and its package: ``root``, ``zip``, ``sha``."""
     tmp = tmp_path_factory.mktemp("exported")
-    root = copy_bundle("tissue", tmp / NAME, TINY)
-    net = build_network(root, weights=False)
-    save_weights(net.state_dict(), root / "models" / "model.safetensors")
-    export_bundle(root)
+    root = untrained_export(tmp / NAME)
     zip_path, sha = package_bundle(root, tmp / "good.zip")
     return types.SimpleNamespace(root=root, zip=zip_path, sha=sha)
 

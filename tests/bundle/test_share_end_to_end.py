@@ -20,12 +20,11 @@ import torch
 
 from brainbundles.bundle import download_bundle, export_bundle, package_bundle, verify_bundle
 from brainbundles.bundle.export import EXPORTED_FILE, build_network, example_input
-from brainbundles.bundle.weights import save_weights
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.workflows import BUNDLE_NAMES, bundles_dir, copy_bundle, run_inference, run_training
 
-TINY = {"network_def#features": [4, 8, 16], "network_def#dropout": 0.0, "patch_size": [32, 32, 32]}
 NAME = "brain_tissue_mri_segmentation"
+TINY = {"network_def#features": [4, 8, 16], "network_def#dropout": 0.0, "patch_size": [32, 32, 32]}
 
 
 @pytest.fixture()
@@ -136,15 +135,10 @@ torch.save(program(x), sys.argv[3])
 
 
 @pytest.mark.parametrize("task", sorted(BUNDLE_NAMES))
-def test_exported_program_runs_without_brainbundles(task, tmp_path):
-    bundle = copy_bundle(
-        task,
-        tmp_path / task,
-        TINY if task == "tissue" else {"network_def#init_filters": 8, "patch_size": [32, 32, 32]},
-    )
-    net = build_network(bundle, weights=False)
-    save_weights(net.state_dict(), bundle / "models" / "model.safetensors")
-    export_bundle(bundle)
+def test_exported_program_runs_without_brainbundles(task, tmp_path, untrained_export):
+    overrides = None if task == "tissue" else {"network_def#init_filters": 8, "patch_size": [32, 32, 32]}
+    bundle = untrained_export(tmp_path / task, task, overrides)
+    net = build_network(bundle)
     x = example_input(bundle, batch=3, seed=7)
     torch.save(x, tmp_path / "x.pt")
     subprocess.run(

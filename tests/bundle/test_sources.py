@@ -23,13 +23,10 @@ from brainbundles.bundle.download import (
     read_index,
     source_url,
 )
-from brainbundles.bundle.export import build_network, export_bundle, next_version
+from brainbundles.bundle.export import next_version
 from brainbundles.bundle.package import check_archive, package_bundle
-from brainbundles.bundle.weights import save_weights
-from brainbundles.workflows import copy_bundle
 
 NAME = "brain_tissue_mri_segmentation"
-TINY = {"network_def#features": [4, 8, 16], "network_def#dropout": 0.0, "patch_size": [32, 32, 32]}
 SHA = "ab" * 32
 
 
@@ -38,15 +35,13 @@ def quiet(*_args) -> None:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> types.SimpleNamespace:
+def exported(tmp_path_factory, untrained_export) -> types.SimpleNamespace:
     """An exported bundle (random weights) and its package: ``root``, ``zip``, ``sha``, ``version``."""
     tmp = tmp_path_factory.mktemp("exported")
-    root = copy_bundle("tissue", tmp / NAME, TINY)
-    net = build_network(root, weights=False)
-    save_weights(net.state_dict(), root / "models" / "model.safetensors")
-    meta = export_bundle(root)
+    root = untrained_export(tmp / NAME)
     zip_path, sha = package_bundle(root, tmp / "good.zip")
-    return types.SimpleNamespace(root=root, zip=zip_path, sha=sha, version=meta["version"])
+    version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
+    return types.SimpleNamespace(root=root, zip=zip_path, sha=sha, version=version)
 
 
 @pytest.fixture(autouse=True)
