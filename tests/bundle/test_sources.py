@@ -365,3 +365,90 @@ def test_package_is_reproducible(exported, tmp_path):
     assert check_archive(renamed) == "my-bundle"
     with pytest.raises(ValueError, match="is not a bundle name"):
         package_bundle(exported.root, tmp_path / "bad.zip", name="../evil")
+
+
+class _RangeServer:
+    """An HTTP server on 127.0.0.1 serving one file's bytes, with or without range requests; it
+    records the Range header of every request."""
+
+    def __init__(self, data: bytes, ranges: bool) -> None:
+        import http.server
+        import threading
+
+        self.ranges: list[str | None] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                asked = self.headers.get("Range")
+                outer.ranges.append(asked)
+                start = int(asked.split("=")[1].rstrip("-")) if asked and ranges else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/bundle.zip"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_cut_off_download_resumes(exported, env, tmp_path, ranges):
+    """A download cut off half-way (its partial file is kept, named by the sha256) goes on from where
+    it stopped with a range request, or starts again where the server ignores ranges."""
+    data = exported.zip.read_bytes()
+    part = env.cache / "downloads" / f"{exported.sha}.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[: len(data) // 2])
+    server = _RangeServer(data, ranges)
+    try:
+        got = download_bundle(server.url, sha256=exported.sha, dir=tmp_path / "dl", log=quiet)
+    finally:
+        server.close()
+    assert server.ranges == [f"bytes={len(data) // 2}-"]
+    assert (got / "configs" / "metadata.json").is_file() and not part.exists()
+
+
+def test_a_download_cut_off_is_kept_for_the_next_try(exported, env, tmp_path):
+    """The connection drops mid-file: the error says to run again, the partial file stays, and the next
+    run completes it."""
+    import http.server
+    import threading
+
+    data = exported.zip.read_bytes()
+
+    class Dropping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 3])  # then the connection closes
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dropping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/bundle.zip"
+    try:
+        with pytest.raises(ValueError, match="run the same command again to resume"):
+            download_bundle(url, sha256=exported.sha, dir=tmp_path / "dl", log=quiet)
+    finally:
+        server.shutdown()
+        server.server_close()
+    part = env.cache / "downloads" / f"{exported.sha}.zip.part"
+    assert part.stat().st_size == len(data) // 3 and not (tmp_path / "dl").exists()
+    resumed = _RangeServer(data, ranges=True)
+    try:
+        got = download_bundle(resumed.url, sha256=exported.sha, dir=tmp_path / "dl", log=quiet)
+    finally:
+        resumed.close()
+    assert resumed.ranges == [f"bytes={len(data) // 3}-"] and got.is_dir() and not part.exists()

@@ -123,26 +123,44 @@ def cache_dir() -> Path:
 
 
 def _fetch(url: str, dest: Path, expected: str | None, timeout: float = 60.0) -> str:
-    """Stream ``url`` into ``dest`` (a new file), hashing as it goes, with a progress line on stderr;
-    returns the sha256. On a mismatch with ``expected`` the file is removed."""
+    """Stream ``url`` into ``dest``, hashing as it goes, with a progress line on stderr; returns the
+    sha256. A ``dest`` already there (a download that was cut off) is resumed with an HTTP range
+    request, or started again where the server does not do ranges. An interrupted download is kept
+    for the next try when ``expected`` is known; on a mismatch with ``expected`` it is removed."""
     import hashlib
 
     digest, done, last = hashlib.sha256(), 0, 0.0
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "xb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            while block := response.read(1 << 20):
-                out.write(block)
+    if dest.is_file():
+        with open(dest, "rb") as f:
+            while block := f.read(1 << 20):
                 digest.update(block)
                 done += len(block)
-                if time.monotonic() - last > 1 or (total and done == total):
-                    last = time.monotonic()
-                    share = f" ({100 * done / total:.0f}%)" if total else ""
-                    print(f"\rdownloading {url}: {done / 2**20:.1f} MiB{share}", end="", file=sys.stderr)
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if done and getattr(response, "status", None) != 206:  # no range support: start again
+                digest, done = hashlib.sha256(), 0
+            length = response.headers.get("Content-Length")
+            total = done + int(length) if length else 0
+            with open(dest, "ab" if done else "wb") as out:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if time.monotonic() - last > 1 or done == total:
+                        last = time.monotonic()
+                        share = f" ({100 * done / total:.0f}%)" if total else ""
+                        print(f"\rdownloading {url}: {done / 2**20:.1f} MiB{share}", end="", file=sys.stderr)
+            if total and done < total:
+                raise OSError(f"the connection closed at byte {done} of {total}")
         print(file=sys.stderr)
     except OSError as e:  # URLError, HTTPError and socket timeouts are OSErrors
-        dest.unlink(missing_ok=True)
-        raise ValueError(f"{url}: download failed ({e})") from None
+        if expected is None or not done:
+            dest.unlink(missing_ok=True)
+            raise ValueError(f"{url}: download failed ({e})") from None
+        raise ValueError(
+            f"{url}: download failed after {done / 2**20:.1f} MiB ({e}); run the same command again to resume"
+        ) from None
     sha = digest.hexdigest()
     if expected is not None and sha != expected:
         dest.unlink(missing_ok=True)
@@ -203,13 +221,19 @@ def download_bundle(
             return hit
     staging = cache_dir() / "downloads"
     staging.mkdir(parents=True, exist_ok=True)
-    fd, part = tempfile.mkstemp(dir=staging, prefix=".download-", suffix=".zip")
-    os.close(fd)
-    os.unlink(part)
-    zip_path = Path(part)
-    extracted = None
+    if sha256 is not None:  # named by its checksum, so that a cut-off download resumes
+        zip_path = staging / f"{sha256}.zip.part"
+    else:
+        fd, part = tempfile.mkstemp(dir=staging, prefix=".download-", suffix=".zip.part")
+        os.close(fd)
+        zip_path = Path(part)
+    extracted, keep = None, False
     try:
-        actual = _fetch(url, zip_path, sha256)
+        try:
+            actual = _fetch(url, zip_path, sha256)
+        except ValueError:
+            keep = zip_path.is_file()  # a resumable partial download
+            raise
         if sha256 is None:
             log(f"{url}: sha256 {actual} (trusted without a checksum)")
         folder = Path(dir) if dir is not None else cache_dir() / actual[:16]
@@ -229,7 +253,8 @@ def download_bundle(
         log(f"{url} -> {target}")
         return target
     finally:
-        zip_path.unlink(missing_ok=True)
+        if not keep:
+            zip_path.unlink(missing_ok=True)
         if extracted is not None and extracted.parent.exists():
             shutil.rmtree(extracted.parent, ignore_errors=True)
 
