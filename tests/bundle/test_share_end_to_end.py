@@ -172,3 +172,15 @@ def test_index_in_repository_is_valid():
 
     index = json.loads((bundles_dir() / "model_info.json").read_text())
     assert read_index(bundles_dir() / "model_info.json") == index
+
+
+def test_export_that_is_refused_writes_nothing(tmp_path, untrained_export):
+    bundle = untrained_export(tmp_path / NAME, export=False)
+    meta_before = (bundle / "configs" / "metadata.json").read_text()
+    with pytest.raises(ValueError, match="already in"):
+        export_bundle(bundle, version="0.1.0")  # the bundle's current version
+    (tmp_path / "bad.json").write_text('{"per_case": {}}')
+    with pytest.raises(ValueError, match="bad.json: not a metrics report"):
+        export_bundle(bundle, metrics=tmp_path / "bad.json")
+    assert (bundle / "configs" / "metadata.json").read_text() == meta_before
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.safetensors"]

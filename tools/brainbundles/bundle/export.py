@@ -241,18 +241,22 @@ def load_exported(path: str | os.PathLike) -> torch.nn.Module:
 
 
 def compare_exported(
-    bundle_root: str | os.PathLike, network: torch.nn.Module | None = None, info: Mapping | None = None
+    bundle_root: str | os.PathLike,
+    network: torch.nn.Module | None = None,
+    info: Mapping | None = None,
+    path: str | os.PathLike | None = None,
 ) -> float:
     """Largest difference between the exported program's output and the eager network's (with the
     bundle's weights) on random inputs (a batch of 1, and one of 2 if the program takes any batch
     size, with a sequence missing in one sample), relative to the output range; ``ValueError`` above
     :data:`EXPORT_TOLERANCE`. ``info`` is what :func:`export_network` returned (default: the
-    metadata's ``exported_model``)."""
+    metadata's ``exported_model``); ``path`` the program (default ``models/model.pt2``)."""
     root = Path(bundle_root)
     if info is None:
         info = json.loads((root / "configs" / "metadata.json").read_text()).get("exported_model") or {}
     network = network if network is not None else build_network(root)
-    program = load_exported(root / EXPORTED_FILE)
+    path = Path(path) if path is not None else root / EXPORTED_FILE
+    program = load_exported(path)
     dynamic = info.get("input_shape", [1])[0] == "batch"
     second = example_input(root, batch=2 if dynamic else 1, seed=2)
     if second.shape[1] > 1:
@@ -262,13 +266,11 @@ def compare_exported(
         for x in (example_input(root, batch=1, seed=1), second):
             ref, out = network(x), program(x)
             if out.shape != ref.shape:
-                raise ValueError(
-                    f"{root / EXPORTED_FILE}: output shape {tuple(out.shape)}, eager {tuple(ref.shape)}"
-                )
+                raise ValueError(f"{path}: output shape {tuple(out.shape)}, eager {tuple(ref.shape)}")
             worst = max(worst, float((out - ref).abs().max() / ref.abs().max().clamp(min=1.0)))
     if not worst <= EXPORT_TOLERANCE:
         raise ValueError(
-            f"{root / EXPORTED_FILE}: differs from the eager network by {worst:.2e} (relative), "
+            f"{path}: differs from the eager network by {worst:.2e} (relative), "
             f"more than {EXPORT_TOLERANCE:g}"
         )
     return worst
@@ -316,37 +318,37 @@ def export_bundle(
     root = Path(bundle_root)
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
+    # everything that can be refused is checked before anything is written
+    new_version = version or next_version(str(meta["version"]))
+    if new_version in meta.get("changelog", {}):
+        raise ValueError(f"version: {new_version} is already in {meta_path}'s changelog")
+    metrics_file = Path(metrics) if metrics is not None else root / "eval" / "metrics.json"
+    measured = _measured_metrics(metrics_file) if metrics is not None or metrics_file.is_file() else {}
     network = build_network(root)  # the trained weights, checked against the network definition
-    save_weights(network.state_dict(), root / WEIGHTS_FILE)
 
+    save_weights(network.state_dict(), root / WEIGHTS_FILE)
+    staged = root / "models" / ".model.pt2.new"  # compared first, then moved into place
     try:
-        info = export_network(network, example_input(root), root / EXPORTED_FILE)
-        info["max_relative_difference"] = compare_exported(root, network, info)
+        info = export_network(network, example_input(root), staged)
+        info["file"] = Path(EXPORTED_FILE).name
+        info["max_relative_difference"] = compare_exported(root, network, info, path=staged)
+        os.replace(staged, root / EXPORTED_FILE)
         meta["exported_model"] = info
     except ValueError:
-        (root / EXPORTED_FILE).unlink(missing_ok=True)
         raise
     except Exception as e:  # noqa: BLE001 - torch.export cannot trace every network
         (root / EXPORTED_FILE).unlink(missing_ok=True)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         meta["exported_model"] = {"file": None, "reason": f"torch.export failed: {reason}"}
         logger.warning("%s: no exported program (%s); the bundle needs brainbundles to run", root, reason)
+    finally:
+        staged.unlink(missing_ok=True)
 
-    metrics_file = Path(metrics) if metrics is not None else root / "eval" / "metrics.json"
-    if metrics is not None or metrics_file.is_file():
-        meta["eval_metrics"] = _measured_metrics(metrics_file)
-    else:
-        meta["eval_metrics"] = {}
+    meta["eval_metrics"] = measured
     fingerprint = root / FINGERPRINT_FILE
     meta["training_data"] = json.loads(fingerprint.read_text()) if fingerprint.is_file() else None
-
-    new_version = version or next_version(str(meta["version"]))
-    if new_version in meta.get("changelog", {}):
-        raise ValueError(f"version: {new_version} is already in {meta_path}'s changelog")
     note = changelog or "trained weights exported" + (
-        f" (evaluated on {meta['eval_metrics']['evaluated_cases']} cases)"
-        if meta["eval_metrics"]
-        else " (not evaluated)"
+        f" (evaluated on {measured['evaluated_cases']} cases)" if measured else " (not evaluated)"
     )
     meta["version"] = new_version
     meta["changelog"] = {new_version: note, **meta.get("changelog", {})}
