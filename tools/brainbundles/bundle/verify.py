@@ -1,9 +1,9 @@
 """Checks that a bundle folder is complete, consistent and safe to run (``brainbundles verify``).
 
-A bundle's configs are code: MONAI evaluates every ``$`` expression with ``eval`` and instantiates
-every ``_target_``. :func:`check_config_code` therefore compares them with the expressions and targets
-of the bundles that ship with brainbundles, so that a downloaded bundle runs nothing new unless the
-user trusts it.
+A bundle's configs are code: MONAI evaluates every ``$`` expression with ``eval``, instantiates
+every ``_target_`` and imports some values by name. :func:`check_config_code` therefore compares them
+(and ``logging.conf``) with those of the bundles that ship with brainbundles, so that a downloaded
+bundle runs nothing new unless the user trusts it.
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ def _code(value, found: set[str], key: str | None = None, names: bool = True) ->
 def config_code(bundle_root: str | os.PathLike) -> dict[str, set[str]]:
     """What in a bundle's configs could name code, per file: ``$`` expressions, ``%`` macros,
     ``_target_``s, and every other string shaped like a Python name (MONAI imports some values, such
-    as a reader's name, and calls them), metadata aside; ``logging.conf`` (Python's logging set-up, which can write
-    files) is there whole."""
+    as a reader's name, and calls them), metadata aside; ``logging.conf`` (Python's logging set-up,
+    which can write files) is there whole."""
     root = Path(bundle_root)
     out: dict[str, set[str]] = {}
     for f in sorted((root / "configs").glob("*.json")):
