@@ -1,6 +1,8 @@
 """Transforms shared by every bundle: intensity standardisation, channel arrangement and sequence
 dropout, label conventions and regions, and native-space writing."""
 
+import torch
+
 from brainbundles.transforms.channels import ArrangeChannelsd, RandDropChannelsd
 from brainbundles.transforms.intensity import (
     DEFAULT_PERCENTILES,
@@ -32,8 +34,19 @@ def nonzero(x):
     return x != 0
 
 
+def _everything(x):
+    return torch.ones_like(x, dtype=torch.bool)
+
+
+def brain_selector(crop_to_brain: bool = True):
+    """``select_fn`` for ``CropForegroundd``: :func:`nonzero` (crop to the brain, the fast path), or with
+    ``crop_to_brain=False`` the whole volume (no crop: the plain path the benchmarks compare against)."""
+    return nonzero if crop_to_brain else _everything
+
+
 __all__ = [
     "ArrangeChannelsd",
+    "brain_selector",
     "ConvertLabelConventiond",
     "LabelToRegionsd",
     "RandDropChannelsd",

@@ -1,0 +1,174 @@
+"""The fast path every bundle runs its network through: precision, memory format and window choice.
+
+- **Precision** (``precision`` in a bundle's ``common.json``): ``"auto"`` uses AMP (float16 autocast) on
+  CUDA, bfloat16 autocast on CPUs with AMX, and float32 elsewhere; ``"fp32"``, ``"bf16"`` and ``"fp16"``
+  force one. On a CPU with AVX-512 BF16 but no AMX, oneDNN's bfloat16 3D convolutions measured 1.4-1.8×
+  *slower* than float32 (2-core Xeon, PyTorch 2.13; ``benchmarks/inference.py --precision bf16`` shows it
+  for a bundle), so ``"auto"`` keeps float32 there.
+- **Channels-last** (``channels_last``): 3D convolutions run in ``torch.channels_last_3d``, 1.0-1.5× faster
+  in float32 on the CPU and what tensor cores want on CUDA.
+- **One window** (``max_window_voxels``): an image (already cropped to the brain by the preprocessing)
+  whose padded size fits is run as one window, padded only to the network's divisor: no overlap and no
+  window blending. A larger image falls back to MONAI's sliding window with ``roi_size`` and ``overlap``.
+
+The brain crop itself is the preprocessing's ``CropForegroundd`` (``crop_to_brain``, through
+:func:`brainbundles.transforms.brain_selector`): the probabilities
+are pasted back into the full volume by ``Invertd``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.inferers import Inferer, sliding_window_inference
+from monai.utils import convert_to_dst_type
+
+__all__ = [
+    "PRECISIONS",
+    "FastInferer",
+    "autocast_dtype",
+    "cpu_has_amx",
+    "cuda_amp",
+    "to_channels_last",
+]
+
+logger = logging.getLogger("brainbundles")
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_amx: bool | None = None
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles that PyTorch can use (bfloat16 matrix units: Sapphire Rapids on)."""
+    global _amx
+    if _amx is None:
+        init = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
+        try:
+            _amx = bool(init()) if init is not None else False
+        except RuntimeError:
+            _amx = False
+    return _amx
+
+
+def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for plain float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: one of {', '.join(PRECISIONS)}, got {precision!r}")
+    kind = torch.device(device).type
+    if precision == "fp32" or kind not in ("cpu", "cuda"):
+        return None
+    if precision == "auto":
+        if kind == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_amx() else None
+    if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision: this GPU has no bfloat16 support; use 'fp16' or 'auto'")
+    return _DTYPES[precision]
+
+
+def cuda_amp(device: torch.device | str, precision: str = "auto") -> bool:
+    """Whether a MONAI engine should run with ``amp=True`` (CUDA float16: autocast with a gradient scaler)."""
+    return torch.device(device).type == "cuda" and autocast_dtype(device, precision) == torch.float16
+
+
+def to_channels_last(network: torch.nn.Module) -> torch.nn.Module:
+    """Put the 3D convolution weights of ``network`` in ``torch.channels_last_3d``, in place (the parameters
+    stay the same objects, so an optimizer holding them is unaffected); 2D weights (slice-wise networks) are
+    left as they are. Cheap once done."""
+    fmt = torch.channels_last_3d
+    for p in network.parameters():
+        if p.dim() == 5 and not p.is_contiguous(memory_format=fmt):
+            p.data = p.data.contiguous(memory_format=fmt)
+    return network
+
+
+class FastInferer(Inferer):
+    """Run a network on a (B, C, *spatial) image with the fast path (see the module docstring).
+
+    Args:
+        roi_size: the sliding window's size; None runs the network on the whole input as given (training).
+        sw_batch_size, overlap, mode: MONAI ``sliding_window_inference``'s, for images too big for one window.
+        max_window_voxels: run an image whose size, padded to the network's divisor, has at most this many
+            voxels as one window; 0 always slides windows of ``roi_size``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`autocast_dtype`).
+        channels_last: run 3D inputs and the network in ``torch.channels_last_3d``.
+        cudnn_benchmark: on CUDA, let cuDNN pick the fastest convolution algorithms.
+
+    The output is float32 and has the input's spatial shape (and its metadata for a ``MetaTensor``).
+    """
+
+    def __init__(
+        self,
+        roi_size: Sequence[int] | None = None,
+        sw_batch_size: int = 1,
+        overlap: float = 0.25,
+        mode: str = "gaussian",
+        max_window_voxels: int = 0,
+        precision: str = "auto",
+        channels_last: bool = True,
+        cudnn_benchmark: bool = True,
+    ) -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if max_window_voxels < 0:
+            raise ValueError(f"max_window_voxels: must be >= 0, got {max_window_voxels}")
+        self.roi_size = None if roi_size is None else tuple(int(s) for s in roi_size)
+        self.sw_batch_size = sw_batch_size
+        self.overlap = overlap
+        self.mode = mode
+        self.max_window_voxels = int(max_window_voxels)
+        self.precision = precision
+        self.channels_last = channels_last
+        self.cudnn_benchmark = cudnn_benchmark
+
+    def _forward(self, network: Callable, dtype: torch.dtype | None, device: torch.device) -> Callable:
+        channels_last = self.channels_last
+
+        def run(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            if channels_last and x.dim() == 5:
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+            with ctx:
+                y = network(x, *args, **kwargs)
+            # float32 and contiguous: what losses, blending and the postprocessing expect
+            return y.to(torch.float32, memory_format=torch.contiguous_format)
+
+        return run
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+        device = inputs.device
+        dtype = autocast_dtype(device, self.precision)
+        if self.channels_last and inputs.dim() == 5 and isinstance(network, torch.nn.Module):
+            to_channels_last(network)
+        if device.type == "cuda" and self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        run = self._forward(network, dtype, device)
+        x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        spatial = tuple(x.shape[2:])
+        divisor = int(getattr(getattr(network, "module", network), "divisor", 1))  # also under DDP
+        padded = tuple(math.ceil(s / divisor) * divisor for s in spatial)
+        if self.roi_size is None or (self.max_window_voxels and math.prod(padded) <= self.max_window_voxels):
+            if padded != spatial:
+                pad = []
+                for s, p in zip(reversed(spatial), reversed(padded)):
+                    pad += [(p - s) // 2, p - s - (p - s) // 2]
+                x = F.pad(x, pad)
+            out = run(x, *args, **kwargs)
+            if padded != spatial:
+                out = out[(..., *(slice((p - s) // 2, (p - s) // 2 + s) for s, p in zip(spatial, padded)))]
+                out = out.contiguous()
+        else:
+            out = sliding_window_inference(
+                x, self.roi_size, self.sw_batch_size, run, self.overlap, self.mode, *args, **kwargs
+            )
+        if isinstance(inputs, MetaTensor):  # the input's metadata, as MONAI's inferers give it
+            out = convert_to_dst_type(out, inputs)[0]
+        return out
