@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -21,10 +22,30 @@ def test_one_convolution_per_level() -> None:
     for block in [*net.encoders, *net.decoders]:
         (conv,) = _convs(block)
         assert conv.kernel_size == (3, 3, 3)
-    assert isinstance(net.encoders[0].norm, torch.nn.InstanceNorm3d)
+    norm = net.encoders[0].norm  # instance norm, built as a group norm with one group per channel
+    assert isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == norm.num_channels == 4
     assert [type(m) for m in net.ups] == [torch.nn.ConvTranspose3d] * 3
     assert isinstance(net.encoders[1][0], torch.nn.MaxPool3d)
     assert net.head.kernel_size == (1, 1, 1) and net.head.out_channels == 2
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_as_group_norm_matches_instance_norm(affine: bool) -> None:
+    from brainbundles.networks._common import make_norm
+
+    torch.manual_seed(0)
+    ours = make_norm(("instance", {"affine": affine}), 3, 6)
+    ref = torch.nn.InstanceNorm3d(6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            ours.weight.uniform_(0.5, 2.0)
+            ours.bias.uniform_(-1.0, 1.0)
+        ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 6, 7, 9, 5) * 3 + 1
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+    xcl = x.contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(ours(xcl), ref(x), atol=1e-4, rtol=1e-4)
+    assert ours(xcl).is_contiguous(memory_format=torch.channels_last_3d)
 
 
 def test_decoder_channels_match_summation_skips() -> None:

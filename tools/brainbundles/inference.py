@@ -156,15 +156,15 @@ class FastInferer(Inferer):
         divisor = int(getattr(getattr(network, "module", network), "divisor", 1))  # also under DDP
         padded = tuple(math.ceil(s / divisor) * divisor for s in spatial)
         if self.roi_size is None or (self.max_window_voxels and math.prod(padded) <= self.max_window_voxels):
-            if padded != spatial:
-                pad = []
-                for s, p in zip(reversed(spatial), reversed(padded)):
-                    pad += [(p - s) // 2, p - s - (p - s) // 2]
-                x = F.pad(x, pad)
+            before = [(p - s) // 2 for s, p in zip(spatial, padded, strict=True)]
+            if padded != spatial:  # zero padding: the background of a z-scored, brain-cropped image
+                pairs = [(b, p - s - b) for b, s, p in zip(before, spatial, padded, strict=True)]
+                x = F.pad(x, [n for pair in reversed(pairs) for n in pair])  # F.pad: last dimension first
             out = run(x, *args, **kwargs)
             if padded != spatial:
-                out = out[(..., *(slice((p - s) // 2, (p - s) // 2 + s) for s, p in zip(spatial, padded)))]
-                out = out.contiguous()
+                out = out[
+                    (..., *(slice(b, b + s) for b, s in zip(before, spatial, strict=True)))
+                ].contiguous()
         else:
             out = sliding_window_inference(
                 x, self.roi_size, self.sw_batch_size, run, self.overlap, self.mode, *args, **kwargs

@@ -39,10 +39,19 @@ def make_act(act: ActType, channels: int | None = None, prelu_per_channel: bool 
 
 
 def make_norm(norm: NormType, spatial_dims: int, channels: int) -> nn.Module:
-    """Build a normalisation layer from a MONAI-style ``norm`` spec; ``None`` or ``""`` gives ``nn.Identity``."""
+    """Build a normalisation layer from a MONAI-style ``norm`` spec; ``None`` or ``""`` gives ``nn.Identity``.
+
+    Instance normalisation without running statistics is built as ``nn.GroupNorm`` with one group per
+    channel: the same function and the same parameters (``weight``, ``bias`` when affine), but PyTorch's
+    group norm keeps channels-last 3D tensors channels-last and ran 3-7x faster than ``nn.InstanceNorm3d``
+    on them on the CPU (which also returns them contiguous, so the next convolution converts back).
+    """
     if norm is None or norm == "":
         return nn.Identity()
-    return get_norm_layer(norm, spatial_dims=spatial_dims, channels=channels)
+    layer = get_norm_layer(norm, spatial_dims=spatial_dims, channels=channels)
+    if isinstance(layer, nn.modules.instancenorm._InstanceNorm) and not layer.track_running_stats:
+        return nn.GroupNorm(channels, channels, eps=layer.eps, affine=layer.affine)
+    return layer
 
 
 def conv_layer(
