@@ -78,7 +78,9 @@ def test_decoder_input_is_sum_of_upsampled_and_encoder_features() -> None:
     for i, enc in enumerate(net.encoders):
         hooks.append(enc.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(f"enc{i}", out)))
     for j, (up, dec) in enumerate(zip(net.ups, net.decoders, strict=True)):
-        hooks.append(up.register_forward_hook(lambda m, a, out, j=j: captured.__setitem__(f"up{j}", out)))
+        hooks.append(
+            up.register_forward_hook(lambda m, a, out, j=j: captured.__setitem__(f"up{j}", out.clone()))
+        )
         hooks.append(dec.register_forward_pre_hook(lambda m, a, j=j: captured.__setitem__(f"dec{j}", a[0])))
     with torch.no_grad(), _RecordConcat() as mode:
         net(torch.randn(1, 1, 16, 16, 16))

@@ -150,10 +150,9 @@ class UNetIN(nn.Module):
         for encoder in self.encoders:
             x = encoder(x)
             skips.append(x)
-        num_skips = len(skips)
-        j = 0
+        skips.pop()  # the bottleneck is x
         for up, decoder in zip(self.ups, self.decoders, strict=True):
-            x = up(x) + skips[num_skips - 2 - j]  # summation skip
-            x = decoder(x)
-            j += 1
+            # summation skip, in place, each skip let go once used: the full-resolution level holds two
+            # feature maps at a time instead of four (peak memory of whole-volume inference)
+            x = decoder(up(x).add_(skips.pop()))
         return self.head(x)
