@@ -14,8 +14,8 @@ writing included) on one case:
 
 The case is ``--image`` (one file per channel), or a synthetic phantom with a brain of adult size
 (``--brain-shape``) centred in a ``--shape`` grid (default 240×240×155 for BraTS, 182×218×182 for a 1 mm
-T1). Weights: a trained bundle folder of the same architecture (``--weights``, e.g. a training run's
-bundle), else a seeded random initialisation (then the agreement Dice is not meaningful: nothing
+T1). Weights: the trained weights of a bundle of the same network (``--weights``: its folder or its
+``models`` folder, e.g. a training run's; the configs are always ``--bundle``'s), else a seeded random initialisation (then the agreement Dice is not meaningful: nothing
 trained separates tissue from background). The paths alternate ``--repeats`` times; seconds are the
 best run, memory is the peak resident set size of the process during a path (Linux: ``VmHWM``, reset
 before each path, after returning freed memory to the system). Agreement is the Dice between the two
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from brainbundles.bundle.weights import find_weights
 from brainbundles.data.labels import BRATS_REGIONS, to_internal
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.metrics import dice
@@ -52,9 +53,10 @@ GRIDS = {  # task: (grid shape, brain shape) in 1 mm voxels; brain sizes of the 
 
 
 def _padded_phantom(task: str, out: Path, grid: tuple[int, ...], brain: tuple[int, ...]) -> list[Path]:
-    """A 1 mm phantom with a ``brain``-sized head, zero-padded (centred) into ``grid``: its image files."""
+    """A 1 mm phantom with a ``brain``-sized head, zero-padded (centred) into ``grid``: its image files,
+    then its label map."""
     data = write_phantom_dataset(task, out / "phantom", cases=1, shape=brain, spacing=(1.0,) * 3, folds=1)
-    files = sorted(p for p in data.glob("*/*.nii.gz") if "seg" not in p.name)
+    files = sorted(data.glob("*/*.nii.gz"), key=lambda p: "seg" in p.name)
     before = [(g - b) // 2 for g, b in zip(grid, brain, strict=True)]
     written = []
     for f in files:
@@ -108,17 +110,19 @@ def _regions(label: np.ndarray, task: str, convention: str | None) -> dict[str, 
     return {str(v): label == v for v in np.unique(label) if v != 0}
 
 
-def agreement(plain: Path, fast: Path, task: str, convention: str | None) -> dict[str, float]:
+def agreement(
+    plain: Path, fast: Path, task: str, convention: str | None, reference_convention: str | None = None
+) -> dict[str, float]:
     """Dice between the two label maps per label or region present in either."""
     a, b = (np.asarray(nib.load(p).dataobj) for p in (plain, fast))
-    ra, rb = _regions(a, task, convention), _regions(b, task, convention)
+    ra, rb = _regions(a, task, reference_convention or convention), _regions(b, task, convention)
     return {k: dice(ra.get(k, 0 * a), rb.get(k, 0 * b)) for k in sorted(set(ra) | set(rb))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default="brats_mri_segmentation", help="bundle name or folder")
-    ap.add_argument("--weights", help="a trained bundle folder of the same architecture (configs + models)")
+    ap.add_argument("--weights", help="trained weights of the same network: a bundle or its models folder")
     ap.add_argument("--image", nargs="+", help="the case: one file per channel (default: a phantom)")
     ap.add_argument("--shape", type=int, nargs=3, help="phantom grid (default: by task)")
     ap.add_argument("--brain-shape", type=int, nargs=3, help="phantom brain size (default: by task)")
@@ -128,11 +132,13 @@ def main() -> None:
     task = {v: k for k, v in BUNDLE_NAMES.items()}.get(Path(args.bundle).name, args.bundle)
     tmp = Path(tempfile.mkdtemp(prefix="bench_"))
     try:
-        if args.weights:
-            bundle = copy_bundle(resolve_bundle(args.weights), tmp / "bundle")
-            shutil.copytree(Path(args.weights) / "models", bundle / "models", dirs_exist_ok=True)
+        bundle = copy_bundle(resolve_bundle(args.bundle), tmp / "bundle")
+        if args.weights:  # the trained weights only: the configs are the bundle's as it is now
+            found = find_weights(
+                Path(args.weights) / "models" if Path(args.weights, "models").is_dir() else args.weights
+            )
+            shutil.copy2(found, bundle / "models" / found.name)
         else:
-            bundle = copy_bundle(resolve_bundle(args.bundle), tmp / "bundle")
             parser = ConfigParser()
             parser.read_config(str(bundle / "configs" / "common.json"))
             torch.manual_seed(0)
@@ -140,11 +146,15 @@ def main() -> None:
             print("weights: random (seed 0): the agreement Dice is not meaningful without trained weights")
         parser = ConfigParser()
         parser.read_config(str(bundle / "configs" / "common.json"))
+        truth, truth_convention = None, None
         if args.image:
             images = [Path(p).resolve() for p in args.image]
         else:
             grid, brain = GRIDS[task]
-            images = _padded_phantom(task, tmp, tuple(args.shape or grid), tuple(args.brain_shape or brain))
+            *images, truth = _padded_phantom(
+                task, tmp, tuple(args.shape or grid), tuple(args.brain_shape or brain)
+            )
+            truth_convention = "brats2019" if task == "brats" else None  # the phantoms' BraTS 2019 layout
         first = nib.load(images[0])
         shape = first.shape[:3]
         divisor = int(getattr(parser.get_parsed_content("network_def"), "divisor", 1))
@@ -162,10 +172,14 @@ def main() -> None:
             },
         }
         fast = {"precision": args.precision} if args.precision else {}
-        times: dict[str, list[float]] = {"plain": [], "fast": []}
-        peaks: dict[str, float] = {"plain": 0.0, "fast": 0.0}
-        for _ in range(args.repeats):
-            for name, overrides in (("plain", plain), ("fast", fast)):
+        reference = {"precision": "fp32", "channels_last": False}
+        paths = {"plain": plain, "fast": fast, "reference": reference}
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        peaks: dict[str, float] = dict.fromkeys(paths, 0.0)
+        for repeat in range(args.repeats):
+            for name, overrides in paths.items():
+                if name == "reference" and repeat:
+                    continue  # its output is what matters, not its speed
                 _release_memory()
                 _reset_peak()
                 t0 = time.perf_counter()
@@ -173,17 +187,32 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
                 peaks[name] = max(peaks[name], _peak_gb())
         outputs = {name: next((tmp / name).rglob("*.nii.gz")) for name in times}
-        dices = agreement(outputs["plain"], outputs["fast"], task, parser.get("output_convention"))
+        convention = parser.get("output_convention")
+        dices = agreement(outputs["plain"], outputs["fast"], task, convention)
+        numeric = agreement(outputs["reference"], outputs["fast"], task, convention)
         print(
             f"bundle {Path(args.bundle).name} case {shape} channels {len(images)} "
             f"threads {torch.get_num_threads()} python {sys.version.split()[0]} torch {torch.__version__}"
         )
-        for name in times:
+        for name in ("plain", "fast"):
             runs = ", ".join(f"{t:.2f}" for t in times[name])
             print(
                 f"{name}: seconds_per_case {min(times[name]):.2f} (runs: {runs}) peak_rss_gb {peaks[name]:.2f}"
             )
-        print("agreement " + " ".join(f"{k} {v:.4f}" for k, v in dices.items()))
+        print("agreement with plain: " + " ".join(f"{k} {v:.4f}" for k, v in dices.items()))
+        print(
+            "agreement with the fast path's own windows in float32, contiguous (precision and memory format "
+            "only): " + " ".join(f"{k} {v:.4f}" for k, v in numeric.items())
+        )
+        if truth is not None:
+            for name in ("plain", "fast"):
+                scores = agreement(
+                    truth, outputs[name], task, convention, reference_convention=truth_convention
+                )
+                print(
+                    f"{name} Dice against the phantom's labels: "
+                    + " ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                )
         speedup = min(times["plain"]) / min(times["fast"])
         print(
             f"speedup {speedup:.2f} memory_ratio {peaks['plain'] / peaks['fast']:.2f} "

@@ -2,7 +2,7 @@
 
 - **Precision** (``precision`` in a bundle's ``common.json``): ``"auto"`` uses AMP (float16 autocast) on
   CUDA, bfloat16 autocast on CPUs with AMX, and float32 elsewhere; ``"fp32"``, ``"bf16"`` and ``"fp16"``
-  force one. On a CPU with AVX-512 BF16 but no AMX, oneDNN's bfloat16 3D convolutions measured 1.4-1.8×
+  force one. On a CPU with AVX-512 BF16 but no AMX, oneDNN's bfloat16 3D convolutions measured 1.3-1.8×
   *slower* than float32 (2-core Xeon, PyTorch 2.13; ``benchmarks/inference.py --precision bf16`` shows it
   for a bundle), so ``"auto"`` keeps float32 there.
 - **Channels-last** (``channels_last``): 3D convolutions run in ``torch.channels_last_3d``, 1.0-1.5× faster
