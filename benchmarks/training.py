@@ -11,7 +11,7 @@ phantoms of adult brain size at 1 mm, then times
   run the training step (forward through ``train#inferer``, loss, backward, optimizer step);
 - **model step alone**: the same step on one batch already in memory.
 
-One warm-up iteration of each is not timed. Prints both rates, peak memory and the last line
+Warm-up iterations are not timed; the two are timed in alternation. Prints both rates, peak memory and the last line
 ``pipeline_its <x> model_its <y> ratio <x / y>`` (the pipeline keeps the model busy when the ratio is
 close to 1).
 """
@@ -94,19 +94,20 @@ def main() -> None:
         stream = batches()
         first = next(stream)
         step(first)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(args.iterations):
+        step(next(stream))
+        pipeline_s = model_s = 0.0
+        for _ in range(args.iterations):  # interleaved, so that drift in the machine's speed hits both
+            t0 = time.perf_counter()
             step(next(stream))
-        pipeline = args.iterations / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for _ in range(args.iterations):
+            t1 = time.perf_counter()
             step(first)
-        model = args.iterations / (time.perf_counter() - t0)
+            pipeline_s, model_s = pipeline_s + t1 - t0, model_s + time.perf_counter() - t1
+        pipeline, model = args.iterations / pipeline_s, args.iterations / model_s
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         print(
             f"bundle {Path(args.bundle).name} batch {tuple(first['image'].shape)} device {device} "
             f"precision {parser['precision']} channels_last {parser['channels_last']} "
-            f"num_workers {parser['num_workers']} threads {torch.get_num_threads()} peak_rss_gb {peak_gb:.2f}"
+            f"num_workers {parser.get_parsed_content('num_workers')} threads {torch.get_num_threads()} peak_rss_gb {peak_gb:.2f}"
         )
         print(f"pipeline_its {pipeline:.4f} model_its {model:.4f} ratio {pipeline / model:.3f}")
     finally:
