@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--bundle", default="brats_mri_segmentation", help="bundle name or folder")
     ap.add_argument("--iterations", type=int, default=6, help="timed iterations of each")
     ap.add_argument("--cases", type=int, default=4, help="phantom training cases")
+    ap.add_argument("--brain-shape", type=int, nargs=3, help="phantom size at 1 mm (default: by task)")
     ap.add_argument("--num-workers", type=int, help="data loader workers (default: the bundle's)")
     ap.add_argument(
         "--set", nargs="*", default=[], metavar="ID=JSON", help="config overrides, e.g. batch_size=1"
@@ -52,7 +53,7 @@ def main() -> None:
             task,
             tmp / "data",
             cases=args.cases + 1,
-            shape=BRAIN[task],
+            shape=tuple(args.brain_shape or BRAIN[task]),
             spacing=(1.0,) * 3,
             folds=args.cases + 1,
         )

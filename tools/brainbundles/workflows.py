@@ -115,9 +115,11 @@ def copy_bundle(
 
 
 def _runner_args(overrides: Mapping[str, object]) -> list[str]:
+    """Overrides as the bundle runner's command line: Python literals, which its parser (fire) reads back
+    (JSON's ``false``/``null`` would arrive as strings, and ``"false"`` is true)."""
     args: list[str] = []
     for k, v in overrides.items():
-        args += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        args += [f"--{k}", v if isinstance(v, str) else repr(v)]
     return args
 
 
@@ -268,7 +270,7 @@ DEMO_PROFILES: dict[str, dict] = {
             "spacing": [2.0, 2.0, 2.0],
         },
         "train": {
-            "epochs": 50,
+            "epochs": 60,
             "val_interval": 10,
             "learning_rate": 0.003,
             "sequence_dropout": 0.2,
