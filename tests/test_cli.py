@@ -98,3 +98,22 @@ def test_share_commands(tmp_path, monkeypatch, capsys, untrained_export):
     )
     assert proc.returncode == 1 and "no sha256 is known" in proc.stderr and "--trust" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "dl2").exists()
+
+
+def test_training_overrides_reach_the_runner_with_their_types():
+    # the bundle runner parses its command line with fire: JSON's false/null would arrive as strings
+    # ("false" is true), so a switched-off channels_last would stay on
+    from fire.parser import DefaultParseValue
+
+    from brainbundles.workflows import _runner_args
+
+    overrides = {
+        "channels_last": False,
+        "init_weights": None,
+        "patch_size": [32, 32, 32],
+        "lr": 0.003,
+        "name": "x",
+    }
+    args = _runner_args(overrides)
+    assert args[0::2] == [f"--{k}" for k in overrides]
+    assert [DefaultParseValue(v) for v in args[1::2]] == list(overrides.values())
