@@ -25,8 +25,9 @@ Splitting (all reproducible from ``seed``):
 4. the remaining cases are shuffled with the same generator (``rng.permutation``) and folds are dealt
    round-robin, so fold sizes differ by at most one.
 
-Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`); adding one (BraTS, WMH,
-MSSEG, ...) is one decorated function returning a :class:`LayoutResult`.
+Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`): ``ibsr18``, ``folder``,
+``brats``, ``brats2023``, ``msd_task01``, ``wmh`` and ``phantom``; adding one (MSSEG, ...) is one decorated
+function returning a :class:`LayoutResult`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "IBSR_TISSUE_LABELS",
     "LAYOUTS",
     "MSD_TASK01_CHANNELS",
+    "WMH_LABELS",
     "Case",
     "LayoutResult",
     "make_datalist",
@@ -468,6 +470,67 @@ def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> Lay
         labels=BRATS_LABELS["msd_task01"],
         label_convention="msd_task01",
     )
+
+
+#: labels of the MICCAI 2017 WMH segmentation challenge's ``wmh.nii.gz`` files (2 = other pathology, which
+#: the challenge excludes from its evaluation)
+WMH_LABELS = {"0": "background", "1": "WMH", "2": "other pathology"}
+#: WMH channels in the bundle's order (FLAIR first: the challenge's reference grid)
+_WMH_CHANNELS = ("FLAIR", "T1")
+
+
+def _wmh_case_dirs(root: Path) -> list[Path]:
+    """Folders at any depth under ``root`` that hold ``pre/FLAIR.nii[.gz]``, sorted; hidden folders are
+    skipped, a case folder is not searched further, and symbolic links are followed once."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, _files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link loop, or the same folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        here = Path(top)
+        if _first_existing([here / "pre" / f"FLAIR{ext}" for ext in NIFTI_EXTS]) is not None:
+            found.append(here)
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(found)
+
+
+@register_layout("wmh")
+def _layout_wmh(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
+    """MICCAI 2017 WMH segmentation challenge (Kuijf et al., IEEE TMI 2019).
+
+    ``<root>/<site>/<id>/pre/{FLAIR,T1}.nii[.gz]`` and ``<root>/<site>/<id>/wmh.nii[.gz]`` (sites
+    ``Utrecht``, ``Singapore``, ``GE3T``, ...; the 2017 test release nests ``Amsterdam/GE3T/<id>``). Any
+    folder, at any depth, holding ``pre/FLAIR`` is a case; its id is its path under ``root`` with ``/``
+    replaced by ``_`` (``Utrecht_0``, ``Amsterdam_GE3T_100``). Channels ``FLAIR``, ``T1`` (FLAIR first:
+    the challenge's reference grid). A case without ``wmh`` has no label (it goes to "testing"); a case
+    without ``pre/T1`` is an error. The ``orig/`` folder and other ``pre/`` files (``3DT1``) are ignored.
+    Labels: 1 WMH, 2 other pathology.
+    """
+    channels = _check_channels(channels, list(_WMH_CHANNELS), "wmh")
+    cases: list[Case] = []
+    for d in _wmh_case_dirs(root):
+        rel = d.relative_to(root).parts
+        cid = "_".join(rel) if rel else root.name
+        image = []
+        for channel in _WMH_CHANNELS:
+            f = _first_existing([d / "pre" / f"{channel}{ext}" for ext in NIFTI_EXTS])
+            if f is None:
+                raise ValueError(
+                    f"wmh layout: case folder {d} has pre/FLAIR but no pre/{channel}.nii.gz / .nii"
+                )
+            image.append(f)
+        cases.append(Case(cid, image, _first_existing([d / f"wmh{ext}" for ext in NIFTI_EXTS])))
+    if not cases:
+        raise ValueError(
+            "wmh layout: no cases found: searched for folders <site>/<id>/pre/FLAIR.nii.gz (or .nii), at any "
+            f"depth, under root {root}"
+        )
+    return LayoutResult(cases=cases, channels=channels, name="WMH2017", labels=dict(WMH_LABELS))
 
 
 @register_layout("phantom")

@@ -2,9 +2,10 @@
 
 :func:`make_phantom` renders one case: a 4-class tissue label map (0 background, 1 CSF, 2 GM, 3 WM) and
 any of the contrasts in :data:`CONTRASTS`; with ``tumour=True`` also a brain tumour (BraTS-like) and its
-label map. :func:`write_phantom_dataset` writes a whole data set on disk in the layout of a real one
-(``"tissue"``: IBSR18; ``"brats"``: BraTS 2018-2021), with a manifest and a MONAI (Decathlon-style)
-datalist.
+label map, with ``wmh=True`` white-matter hyperintensities (WMH challenge-like) and theirs.
+:func:`write_phantom_dataset` writes a whole data set on disk in the layout of a real one (``"tissue"``:
+IBSR18; ``"brats"``: BraTS 2018-2021; ``"wmh"``: the MICCAI 2017 WMH challenge), with a manifest and a
+MONAI (Decathlon-style) datalist.
 
 Anatomy
     Every structure is an analytic function of *world* coordinates (mm) sampled at the voxel centres, so a
@@ -48,6 +49,18 @@ Tumour (``tumour=True``)
 
     At the real brain scale the whole tumour (WT) is about 25-80 mL (median ~47), the tumour core (TC)
     5-26 mL (median ~14; 15-50% of WT), the necrosis 0-9 mL.
+
+White-matter hyperintensities (``wmh=True``)
+    Added to the healthy anatomy as the tumour is (:attr:`Phantom.wmh`: 1 WMH, 2 other pathology, the
+    WMH challenge's labels), in white matter only: a periventricular band 0.04-0.10 R thick around the
+    lateral ventricles, kept where a smooth field of position exceeds a per-case level (so caps and bands
+    of varying extent, some cases mild), and 4-12 deep ellipsoids of 0.04-0.08 R (3-7 mm at the default
+    FOV) centred in the deep hemispheric region; in 40% of the cases also a lacune (other pathology):
+    a small fluid-filled cavity in deep white or grey matter with a rim of gliosis that is bright on
+    FLAIR like the WMH. WMH are bright on FLAIR (1.15-1.4 x GM), T2 and PD and mildly dark on T1
+    (between GM and WM); the lacune has fluid signal (dark on FLAIR). The lesions are analytic
+    functions of position like the rest, from their own random streams (geometry: stream 2; intensities:
+    40 + contrast), so the healthy anatomy and its intensities do not change.
 
 Intensities
     Per contrast, tissue means with realistic *relative* order (T1: WM > GM > CSF; T2: CSF > GM > WM;
@@ -96,7 +109,7 @@ from scipy.interpolate import CubicSpline
 from scipy.ndimage import gaussian_filter, generate_binary_structure
 from scipy.ndimage import label as label_components
 
-from brainbundles.data.datalist import BRATS_LABELS
+from brainbundles.data.datalist import BRATS_LABELS, WMH_LABELS
 from brainbundles.data.labels import from_internal
 from brainbundles.fileio import atomic_write, write_json_atomic
 
@@ -123,11 +136,13 @@ _MIN_SIZE = 8  # voxels per axis
 
 # internal tissue classes (values of the tissue map); each maps to a label value. The tumour classes only
 # appear with ``tumour=True``: :attr:`Phantom.label` is taken before they are added (the healthy anatomy)
-_BG, _CSF, _GM, _WM, _DGM, _CHOROID, _VESSEL, _NEC, _EDEMA, _ENH = range(10)
-_TISSUE_LABEL = np.array([0, 1, 2, 3, 2, 1, 1, 0, 0, 0], dtype=np.uint8)
+_BG, _CSF, _GM, _WM, _DGM, _CHOROID, _VESSEL, _NEC, _EDEMA, _ENH, _WMH, _LACUNE, _GLIOSIS = range(13)
+_TISSUE_LABEL = np.array([0, 1, 2, 3, 2, 1, 1, 0, 0, 0, 0, 0, 0], dtype=np.uint8)
 #: tumour classes -> :attr:`Phantom.tumour` values (the internal numbering of ``brainbundles.data.labels``:
 #: 1 necrosis / non-enhancing core, 2 edema, 3 enhancing)
-_TUMOUR_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 1, 2, 3], dtype=np.uint8)
+_TUMOUR_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0], dtype=np.uint8)
+#: white-matter lesion classes -> :attr:`Phantom.wmh` values (the WMH challenge's: 1 WMH, 2 other pathology)
+_WMH_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2], dtype=np.uint8)
 _CONNECT6 = generate_binary_structure(3, 1)
 
 #: relative tissue means per contrast for (CSF, GM, deep GM, WM), before the per-case jitter and scale
@@ -161,6 +176,16 @@ _TUMOUR_MEANS: dict[str, dict[int, tuple[int, int, float, float]]] = {
 }
 #: amplitude of the smooth intensity texture inside the tumour (relative)
 _TUMOUR_TEXTURE = 0.06
+#: white-matter lesion means per contrast, as :data:`_TUMOUR_MEANS`: WMH hyper-intense on FLAIR (1.15-1.4 x
+#: GM), T2 and PD, mildly hypo-intense on T1 (between GM and WM); the other pathology is a lacune (a cavity
+#: with fluid signal, dark on FLAIR) with a gliotic rim that is bright on FLAIR, as WMH are
+_WMH_MEANS: dict[str, dict[int, tuple[int, int, float, float]]] = {
+    "t1": {_WMH: (_GM, _WM, 0.3, 0.65), _LACUNE: (_BG, _CSF, 1.0, 1.2), _GLIOSIS: (_CSF, _GM, 0.5, 0.9)},
+    "t1c": {_WMH: (_GM, _WM, 0.3, 0.65), _LACUNE: (_BG, _CSF, 1.0, 1.2), _GLIOSIS: (_CSF, _GM, 0.5, 0.9)},
+    "t2": {_WMH: (_GM, _CSF, 0.25, 0.55), _LACUNE: (_BG, _CSF, 0.9, 1.0), _GLIOSIS: (_GM, _CSF, 0.3, 0.6)},
+    "flair": {_WMH: (_BG, _GM, 1.15, 1.4), _LACUNE: (_CSF, _WM, 0.0, 0.3), _GLIOSIS: (_BG, _GM, 1.1, 1.3)},
+    "pd": {_WMH: (_GM, _CSF, 0.4, 1.0), _LACUNE: (_BG, _CSF, 0.95, 1.0), _GLIOSIS: (_GM, _CSF, 0.3, 0.8)},
+}
 
 # ------------------------------------------------------------------------------------------------ public API
 
@@ -176,12 +201,16 @@ class Phantom:
         affine: 4x4 float64 voxel-to-world (RAS+ mm) affine of the arrays.
         tumour: uint8 tumour labels in the internal numbering of :mod:`brainbundles.data.labels` (0
             background, 1 necrosis, 2 edema, 3 enhancing), same shape as the images; None without a tumour.
+        wmh: uint8 white-matter lesion labels as in the WMH challenge (0 background, 1 white-matter
+            hyperintensity, 2 other pathology: a lacune with its rim), same shape as the images; None
+            without ``wmh=True``.
     """
 
     images: dict[str, np.ndarray]
     label: np.ndarray
     affine: np.ndarray
     tumour: np.ndarray | None = None
+    wmh: np.ndarray | None = None
 
 
 def make_phantom(
@@ -193,6 +222,7 @@ def make_phantom(
     *,
     noise: str = "rician",
     tumour: bool = False,
+    wmh: bool = False,
 ) -> Phantom:
     """Render the synthetic brain of ``seed``.
 
@@ -206,6 +236,8 @@ def make_phantom(
             ``"none"``.
         tumour: add a brain tumour (necrosis, enhancing rim, edema; see the module docstring); without it
             the phantom is exactly the same as before the option existed.
+        wmh: add white-matter hyperintensities (periventricular and deep) and, in some cases, a lacune
+            (other pathology; see the module docstring); not together with ``tumour``.
 
     Returns:
         a :class:`Phantom`; its arrays have ``shape`` permuted to ``orientation``.
@@ -222,11 +254,17 @@ def make_phantom(
         raise ValueError(f"noise: expected 'rician', 'gaussian' or 'none', got {noise!r}")
     if not isinstance(tumour, bool | np.bool_):
         raise ValueError(f"tumour: expected True or False, got {tumour!r}")
+    if not isinstance(wmh, bool | np.bool_):
+        raise ValueError(f"wmh: expected True or False, got {wmh!r}")
+    if wmh and tumour:
+        raise ValueError("wmh: white-matter lesions and a tumour cannot be combined (tumour=True, wmh=True)")
 
     anatomy = _build_anatomy(seed, grid)
     label = _TISSUE_LABEL[anatomy.tissue]
     if tumour:
         _add_tumour(seed, anatomy)
+    if wmh:
+        _add_wmh(seed, anatomy)
     images = {c: _render_contrast(seed, anatomy, c, noise) for c in wanted}
 
     ornt = ornt_transform(axcodes2ornt(tuple("RAS")), axcodes2ornt(codes))
@@ -240,6 +278,7 @@ def make_phantom(
         label=orient(label),
         affine=affine.astype(np.float64),
         tumour=orient(_TUMOUR_LABEL[anatomy.tissue]) if tumour else None,
+        wmh=orient(_WMH_LABEL[anatomy.tissue]) if wmh else None,
     )
 
 
@@ -387,6 +426,7 @@ class _Anatomy:
     ventricle_ctrl: list[np.ndarray]  # rows (x, y, z, rx, ry, rz) in u swept (or stamped) as the ventricles
     ventricles: np.ndarray  # bool mask of the ventricles (choroid plexus included)
     tumour: np.ndarray | None = None  # flat indices of the tumour voxels (tumour classes), None without
+    wmh: np.ndarray | None = None  # flat indices of the white-matter lesion voxels, None without
 
 
 # control points (normalised coordinates: x lateral, y anterior, z superior) of the right lateral ventricle
@@ -810,6 +850,65 @@ def _add_tumour(seed: int, anatomy: _Anatomy) -> None:
     anatomy.tumour = np.flatnonzero(full)
 
 
+# ------------------------------------------------------------------------------------------------ WMH
+
+
+def _deep_centre(rng: np.random.Generator, flat_bottom: float) -> np.ndarray:
+    """A point (normalised coordinates) in the deep hemispheric region, off the midline: drawn at random
+    until it lies well inside the brain's ellipsoid (analytic, so independent of the grid)."""
+    for _ in range(1000):
+        c = np.array(
+            [rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.6), rng.uniform(-0.6, 0.55), rng.uniform(-0.1, 0.5)]
+        )
+        kz = flat_bottom if c[2] < 0 else 1.0
+        if math.sqrt(c[0] ** 2 + c[1] ** 2 + (kz * c[2]) ** 2) < 0.72:
+            return c
+    raise RuntimeError("no deep point found")  # pragma: no cover - about half of the draws are accepted
+
+
+def _add_wmh(seed: int, anatomy: _Anatomy) -> None:
+    """Put the white-matter lesions of case ``seed`` (rng stream 2) into ``anatomy``: a patchy
+    periventricular band and deep lesions (WMH, in white matter only) and, in 40% of the cases, a lacune
+    with a gliotic rim (other pathology) in deep white or grey matter."""
+    rng = np.random.default_rng([seed, 2])
+    grid, axes, scale = anatomy.grid, anatomy.u, anatomy.scale
+    tissue = anatomy.tissue
+    white = (tissue == _WM) & ~anatomy.ventricles
+
+    # periventricular: a band of 0.04-0.10 R around the lateral ventricles, kept where a smooth field of
+    # position is above a per-case level (so it is patchy: caps and bands of varying extent)
+    band = rng.uniform(0.04, 0.10) * scale
+    patch_field = _Fourier.draw(rng, 12, rng.uniform(1.5, 2.5))
+    patch_level = rng.uniform(-0.6, 0.3)
+    q = np.full(grid.shape, np.inf, dtype=np.float32)
+    for ctrl in anatomy.ventricle_ctrl:
+        if len(ctrl) > 1:  # the lateral ventricles (the third ventricle is one stamped row)
+            _sweep(q, axes, ctrl + np.r_[np.zeros(3), band])
+    idx = np.flatnonzero((q < 1.0) & white)
+    ii, jj, kk = np.unravel_index(idx, grid.shape)
+    p = (axes[0][ii].astype(np.float32), axes[1][jj].astype(np.float32), axes[2][kk].astype(np.float32))
+    lesion = np.zeros(grid.shape, dtype=bool)
+    lesion.ravel()[idx[patch_field(p) > patch_level]] = True
+
+    # deep (and juxtaventricular) lesions: 4-12 ellipsoids of 0.04-0.08 R, clipped to the white matter
+    q.fill(np.inf)
+    for _ in range(int(rng.integers(4, 13))):
+        centre = _deep_centre(rng, anatomy.flat_bottom)
+        _stamp(q, axes, centre, rng.uniform(0.04, 0.08) * rng.uniform(0.75, 1.3, 3) * scale)
+    lesion |= (q < 1.0) & white
+
+    # other pathology (label 2): a lacune, fluid-filled, with a rim of gliosis bright on FLAIR
+    if rng.uniform() < 0.4:
+        q.fill(np.inf)
+        _stamp(q, axes, _deep_centre(rng, anatomy.flat_bottom), rng.uniform(0.035, 0.055) * scale)
+        region = (q < 1.0) & (white | (tissue == _DGM))
+        lesion &= ~region
+        tissue[region] = _GLIOSIS
+        tissue[region & (q < 0.45)] = _LACUNE
+    tissue[lesion] = _WMH
+    anatomy.wmh = np.flatnonzero(tissue >= _WMH)
+
+
 # ------------------------------------------------------------------------------------------------ intensities
 
 
@@ -832,9 +931,12 @@ def _tissue_means(rng: np.random.Generator, contrast: str) -> np.ndarray:
     return means
 
 
-def _tumour_means(rng: np.random.Generator, contrast: str, means: np.ndarray) -> None:
-    """Fill in the tumour classes' means (:data:`_TUMOUR_MEANS`) from the case's tissue means."""
-    for cls, (a, b, lo, hi) in _TUMOUR_MEANS[contrast].items():
+def _lesion_means(
+    rng: np.random.Generator, table: dict[int, tuple[int, int, float, float]], means: np.ndarray
+) -> None:
+    """Fill in lesion classes' means (a contrast's :data:`_TUMOUR_MEANS` or :data:`_WMH_MEANS`) from the
+    case's tissue means."""
+    for cls, (a, b, lo, hi) in table.items():
         means[cls] = means[a] + rng.uniform(lo, hi) * (means[b] - means[a])
 
 
@@ -851,11 +953,13 @@ def _render_contrast(seed: int, anatomy: _Anatomy, contrast: str, noise: str) ->
 
     ux, uy, uz = anatomy.u
     piecewise = means.astype(np.float32)[anatomy.tissue]
-    if anatomy.tumour is not None:  # its own stream: the healthy tissue renders as without a tumour
-        trng = np.random.default_rng([seed, 30 + CONTRASTS.index(contrast)])
-        _tumour_means(trng, contrast, means)
+    # lesions draw from their own streams: the healthy tissue renders as without them
+    for t, first, table in ((anatomy.tumour, 30, _TUMOUR_MEANS), (anatomy.wmh, 40, _WMH_MEANS)):
+        if t is None:
+            continue
+        trng = np.random.default_rng([seed, first + CONTRASTS.index(contrast)])
+        _lesion_means(trng, table[contrast], means)
         texture = _Fourier.draw(trng, 12, trng.uniform(4.0, 6.0))
-        t = anatomy.tumour
         ti, tj, tk = np.unravel_index(t, anatomy.grid.shape)
         tp = (ux[ti].astype(np.float32), uy[tj].astype(np.float32), uz[tk].astype(np.float32))
         rel = 1.0 + np.float32(_TUMOUR_TEXTURE) * np.clip(texture(tp), -2.0, 2.0)
@@ -901,6 +1005,15 @@ def _brats_id(number: int, total: int) -> str:
     return f"BraTS_phantom_{number:0{max(3, len(str(total)))}d}"
 
 
+def _wmh_id(number: int, total: int) -> str:
+    return f"Phantom_{number:0{max(3, len(str(total)))}d}"
+
+
+def _wmh_dir(cid: str) -> str:
+    """The WMH challenge folder ``<site>/<id>`` of a case id ``<site>_<id>``."""
+    return cid.replace("_", "/", 1)
+
+
 _LAYOUTS: dict[str, _Layout] = {
     "ibsr18": _Layout(
         name="ibsr18",
@@ -915,6 +1028,13 @@ _LAYOUTS: dict[str, _Layout] = {
         case_id=_brats_id,
         image_files=lambda cid: tuple(f"{cid}/{cid}_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair")),
         label_file=lambda cid: f"{cid}/{cid}_seg.nii.gz",
+    ),
+    "wmh": _Layout(  # MICCAI 2017 WMH challenge: <site>/<id>/pre/{FLAIR,T1}.nii.gz, <site>/<id>/wmh.nii.gz
+        name="wmh",
+        channels=("FLAIR", "T1"),
+        case_id=_wmh_id,
+        image_files=lambda cid: tuple(f"{_wmh_dir(cid)}/pre/{s}.nii.gz" for s in ("FLAIR", "T1")),
+        label_file=lambda cid: f"{_wmh_dir(cid)}/wmh.nii.gz",
     ),
 }
 
@@ -935,12 +1055,18 @@ class _Task:
     labels: dict[str, str]
     make_label: Callable[[Phantom], np.ndarray] = lambda p: p.label
     tumour: bool = False
+    wmh: bool = False
     label_convention: str | None = None
 
 
 def _brats2019_label(p: Phantom) -> np.ndarray:
     assert p.tumour is not None
     return from_internal(p.tumour, "brats2019")
+
+
+def _wmh_label(p: Phantom) -> np.ndarray:
+    assert p.wmh is not None
+    return p.wmh
 
 
 _TASKS: dict[str, _Task] = {
@@ -953,6 +1079,14 @@ _TASKS: dict[str, _Task] = {
         make_label=_brats2019_label,
         tumour=True,
         label_convention="brats2019",
+    ),
+    "wmh": _Task(
+        name="wmh",
+        layout="wmh",
+        contrasts=("flair", "t1"),
+        labels=WMH_LABELS,
+        make_label=_wmh_label,
+        wmh=True,
     ),
 }
 
@@ -1002,6 +1136,9 @@ def write_phantom_dataset(
     rendered from the contrasts t1, t1c, t2, flair) and ``..._seg.nii.gz`` (uint8 labels in the BraTS 2019
     convention: 1 necrosis / non-enhancing core, 2 edema, 4 enhancing); the manifest, the datalist and
     every datalist item carry ``"label_convention": "brats2019"``.
+    ``"wmh"`` writes the WMH challenge layout of phantoms with white-matter lesions (``wmh=True``):
+    ``out/Phantom/001/pre/{FLAIR,T1}.nii.gz`` and ``out/Phantom/001/wmh.nii.gz`` (uint8: 1 WMH, 2 other
+    pathology), case ids ``Phantom_001, ...`` (as the ``"wmh"`` datalist layout names them).
     Case ``i`` (0-based) is :func:`make_phantom` of seed ``seed * 100003 + i``. Also written:
     ``out/phantom.json`` (manifest) and ``out/datalist.json``, a Decathlon-style datalist with paths
     relative to ``out``; the training cases get ``fold = rank % folds`` where ``rank`` is their position in
@@ -1049,7 +1186,7 @@ def write_phantom_dataset(
     for i in range(total):
         cid = layout.case_id(i + 1, total)
         ph = make_phantom(
-            _case_seed(seed, i), shape, spacing, orientation, spec.contrasts, tumour=spec.tumour
+            _case_seed(seed, i), shape, spacing, orientation, spec.contrasts, tumour=spec.tumour, wmh=spec.wmh
         )
         images = layout.image_files(cid)
         for rel, contrast in zip(images, spec.contrasts, strict=True):
