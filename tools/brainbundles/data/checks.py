@@ -16,7 +16,8 @@ What is checked (in this order, the first failure is reported):
 * each image is 3D: a 2D image, a volume with a singleton spatial axis, or a 4D file where a single 3D
   channel is expected is rejected; trailing singleton axes (``(X, Y, Z, 1)``) are fine;
 * the number of channels matches ``channels``;
-* all channels have the same shape and the same affine (``np.allclose(rtol=0, atol=1e-3)``, in mm);
+* all channels have the same shape and the same affine (``np.allclose(rtol=0, atol=1e-3)``, in mm), or,
+  with ``same_grid=False``, each covers most of the first channel's field of view in world space;
 * image voxels are finite (no NaN / Inf) and no channel is constant (all zero or one value);
 * the label has the image's shape and affine, integer values, and (when ``label_values`` is given) only
   the allowed values.
@@ -208,6 +209,29 @@ def _fmt_affine(a: np.ndarray) -> str:
     ).replace("\n", "")
 
 
+def _world_box(shape: Sequence[int], affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The world-space (mm) bounding box of a grid's voxels, as (lower corner, upper corner)."""
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+    )
+    world = (np.asarray(affine, dtype=np.float64) @ corners.T)[:3]
+    return world.min(axis=1), world.max(axis=1)
+
+
+def _overlap_fraction(
+    shape: Sequence[int], affine: np.ndarray, ref_shape: Sequence[int], ref_affine: np.ndarray
+) -> float:
+    """Fraction of the reference grid's world bounding box that the other grid's box covers."""
+    lo, hi = _world_box(shape, affine)
+    rlo, rhi = _world_box(ref_shape, ref_affine)
+    inter = np.clip(np.minimum(hi, rhi) - np.maximum(lo, rlo), 0.0, None)
+    return float(np.prod(inter) / max(np.prod(rhi - rlo), 1e-9))
+
+
+#: least fraction of the first channel's field of view that a channel on another grid must cover
+MIN_GRID_OVERLAP = 0.5
+
+
 def _fmt_channels(channels: Sequence[str]) -> str:
     return ", ".join(str(c) for c in channels)
 
@@ -322,6 +346,7 @@ def check_case(
     require_label: bool = False,
     base_dir: PathLike | None = None,
     allow_missing: bool = False,
+    same_grid: bool = True,
 ) -> None:
     """Validate one datalist item before anything is computed or written.
 
@@ -338,6 +363,11 @@ def check_case(
         allow_missing: the item may hold a subset of ``channels``, named (in file order) by its
             ``"channels"`` entry; otherwise every channel is required. An item's ``"channels"`` may
             also just give another order (e.g. a Decathlon 4D file).
+        same_grid: every channel must be on the first channel's voxel grid (shape and affine). With
+            ``False`` (a bundle that resamples its channels, e.g. a thick-slice FLAIR with a 1 mm T1) the
+            other channels may be on other grids, but each must cover at least :data:`MIN_GRID_OVERLAP`
+            of the first channel's field of view in world space; the label must still be on the first
+            channel's grid.
 
     With ``item["label_convention"]`` (:mod:`brainbundles.data.labels`) the label's allowed values are
     that convention's instead of ``label_values``.
@@ -389,6 +419,15 @@ def check_case(
                 )
             if ref_shape is None:
                 ref_shape, ref_affine, ref_path = spatial, img.affine, path
+                continue
+            if not same_grid:
+                covered = _overlap_fraction(spatial, img.affine, ref_shape, ref_affine)
+                if covered < MIN_GRID_OVERLAP:
+                    raise InputError(
+                        f"{path}: channel {name} covers only {covered:.0%} of the field of view of {ref_path} "
+                        f"(channel {channels[0]}) in world coordinates; are they scans of the same head, "
+                        "with correct headers?"
+                    )
                 continue
             if spatial != ref_shape:
                 raise InputError(
@@ -479,6 +518,7 @@ class CaseList:
         base_dir: PathLike | None = None,
         logger_name: str = "brainbundles",
         allow_missing: bool = False,
+        same_grid: bool = True,
     ) -> None:
         self.channels = [str(c) for c in channels]
         self.valid: list[dict] = []
@@ -494,6 +534,7 @@ class CaseList:
                     require_label,
                     base_dir=base_dir,
                     allow_missing=allow_missing,
+                    same_grid=same_grid,
                 )
             except InputError as e:
                 self.errors.append((item, str(e)))

@@ -4,6 +4,7 @@ dropout, label conventions and regions, and native-space writing."""
 import torch
 
 from brainbundles.transforms.channels import ArrangeChannelsd, RandDropChannelsd
+from brainbundles.transforms.grids import DeferOtherGridsd, ResampleDeferredd
 from brainbundles.transforms.intensity import (
     DEFAULT_PERCENTILES,
     NyulStandardize,
@@ -17,14 +18,23 @@ from brainbundles.transforms.intensity import (
 from brainbundles.transforms.io import (
     SaveSegmentationd,
     collect_volumes,
+    label_lesion_counts,
     label_volumes_ml,
     save_like,
 )
 from brainbundles.transforms.labels import (
     ConvertLabelConventiond,
+    IgnoreLabeld,
     LabelToRegionsd,
     RegionsToLabeld,
     regions_to_label,
+)
+from brainbundles.transforms.spatial import (
+    SPATIAL_FEATURES,
+    AppendChannelsd,
+    SpatialFeaturesd,
+    spatial_features,
+    ventricle_mask,
 )
 
 
@@ -45,7 +55,15 @@ def brain_selector(crop_to_brain: bool = True):
 
 
 __all__ = [
+    "AppendChannelsd",
     "ArrangeChannelsd",
+    "DeferOtherGridsd",
+    "IgnoreLabeld",
+    "ResampleDeferredd",
+    "SPATIAL_FEATURES",
+    "SpatialFeaturesd",
+    "spatial_features",
+    "ventricle_mask",
     "brain_selector",
     "ConvertLabelConventiond",
     "LabelToRegionsd",
@@ -60,6 +78,7 @@ __all__ = [
     "ensure_nyul_landmarks",
     "fit_nyul_landmarks",
     "image_landmarks",
+    "label_lesion_counts",
     "label_volumes_ml",
     "load_landmarks",
     "nonzero",

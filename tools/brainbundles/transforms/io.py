@@ -17,11 +17,13 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.transforms import MapTransform
+from scipy import ndimage
 
 from brainbundles.fileio import atomic_write, write_json_atomic
 
 __all__ = [
     "save_like",
+    "label_lesion_counts",
     "label_volumes_ml",
     "SaveSegmentationd",
     "collect_volumes",
@@ -69,13 +71,24 @@ def label_volumes_ml(labels: np.ndarray, affine: np.ndarray, names: Mapping[int,
     return vols
 
 
+def label_lesion_counts(labels: np.ndarray, names: Mapping[int, str]) -> dict[str, int]:
+    """Number of lesions (26-connected components) of each named non-background label."""
+    structure = np.ones((3,) * np.asarray(labels).ndim, dtype=bool)
+    return {
+        name: int(ndimage.label(np.asarray(labels) == int(k), structure=structure)[1])
+        for k, name in sorted(names.items())
+        if int(k) != 0
+    }
+
+
 class SaveSegmentationd(MapTransform):
     """Write a label map already inverted to the input's native grid, with its volumes and a preview.
 
     Expects in the data dict: ``keys`` (the label map, 1 x H x W x D or H x W x D, in the scan's
     native voxel order, e.g. after ``Invertd`` and ``AsDiscreted(argmax=True)``), ``reference_key`` (the
     path of the scan whose grid the output takes) and ``case_key`` (the case id). Writes
-    ``<case>_seg.nii.gz``, ``<case>_volumes.json`` and (optionally) ``<case>_overlay.png``.
+    ``<case>_seg.nii.gz``, ``<case>_volumes.json`` and (optionally) ``<case>_overlay.png``. With
+    ``count_lesions`` the JSON also holds the number of lesions (26-connected components) per label.
     """
 
     def __init__(
@@ -88,6 +101,7 @@ class SaveSegmentationd(MapTransform):
         output_postfix: str = "seg",
         write_volumes: bool = True,
         write_png: bool = True,
+        count_lesions: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -95,6 +109,7 @@ class SaveSegmentationd(MapTransform):
         self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
         self.reference_key, self.case_key = reference_key, case_key
         self.output_postfix, self.write_volumes, self.write_png = output_postfix, write_volumes, write_png
+        self.count_lesions = count_lesions
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -114,6 +129,8 @@ class SaveSegmentationd(MapTransform):
                     "segmentation": str(seg_path),
                     "volumes_ml": label_volumes_ml(labels, affine, self.label_names),
                 }
+                if self.count_lesions:
+                    record["lesions"] = label_lesion_counts(labels, self.label_names)
                 write_json_atomic(record, self.output_dir / f"{case}_volumes.json")
             if self.write_png:
                 from brainbundles.visualize import save_overlay_png
@@ -129,12 +146,18 @@ def collect_volumes(output_dir: str | os.PathLike, out_name: str = "volumes.csv"
     if not records:
         return None
     names = list(records[0]["volumes_ml"])
-    rows = [[r["case"]] + [f"{r['volumes_ml'].get(n, float('nan')):.3f}" for n in names] for r in records]
+    counted = list(records[0].get("lesions") or {})
+    rows = [
+        [r["case"]]
+        + [f"{r['volumes_ml'].get(n, float('nan')):.3f}" for n in names]
+        + [str(r.get("lesions", {}).get(n, "")) for n in counted]
+        for r in records
+    ]
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["case"] + [f"{n}_ml" for n in names])
+            w.writerow(["case"] + [f"{n}_ml" for n in names] + [f"{n}_lesions" for n in counted])
             w.writerows(rows)
 
     return atomic_write(output_dir / out_name, write)

@@ -15,7 +15,13 @@ from monai.transforms import MapTransform
 
 from brainbundles.data.labels import BRATS_REGIONS, from_internal, to_internal
 
-__all__ = ["ConvertLabelConventiond", "LabelToRegionsd", "RegionsToLabeld", "regions_to_label"]
+__all__ = [
+    "ConvertLabelConventiond",
+    "IgnoreLabeld",
+    "LabelToRegionsd",
+    "RegionsToLabeld",
+    "regions_to_label",
+]
 
 
 def _like(array: np.ndarray, ref: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -33,6 +39,33 @@ def _like(array: np.ndarray, ref: torch.Tensor | np.ndarray) -> torch.Tensor | n
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+class IgnoreLabeld(MapTransform):
+    """Take the voxels labelled ``ignore_label`` in ``label_key`` out of scoring: they become background in
+    each of ``keys`` (label maps, e.g. the argmax prediction) and in the label itself. The WMH challenge
+    scores this way: label 2, other pathology, is masked out of both maps (Kuijf et al., IEEE TMI 2019)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        label_key: str = "label",
+        ignore_label: int = 2,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_key, self.ignore_label = label_key, int(ignore_label)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        ignored = d[self.label_key] == self.ignore_label
+        for key in [*self.key_iterator(d), self.label_key]:
+            if tuple(d[key].shape) != tuple(ignored.shape):
+                raise ValueError(
+                    f"{key}: shape {tuple(d[key].shape)} differs from {self.label_key}'s {tuple(ignored.shape)}"
+                )
+            d[key] = torch.where(torch.as_tensor(ignored), torch.zeros_like(d[key]), d[key])
+        return d
 
 
 class ConvertLabelConventiond(MapTransform):
