@@ -40,6 +40,7 @@ logger = logging.getLogger("brainbundles")
 BUNDLE_NAMES = {
     "tissue": "brain_tissue_mri_segmentation",
     "brats": "brats_mri_segmentation",
+    "wmh": "wmh_mri_segmentation",
 }
 
 
@@ -280,15 +281,43 @@ DEMO_PROFILES: dict[str, dict] = {
             "num_workers": 0,
         },
     },
+    "wmh": {
+        "phantom": {
+            "cases": 16,
+            "test_cases": 4,
+            "shape": (96, 112, 96),
+            "spacing": (1.0, 1.0, 1.0),
+            "folds": 4,
+        },
+        "bundle": {
+            "network_def#features": [16, 32, 64, 128],
+            "network_def#dropout": 0.0,
+            "patch_size": [48, 48, 48],
+        },
+        "train": {
+            "epochs": 40,
+            "val_interval": 10,
+            "learning_rate": 0.002,
+            "num_samples": 4,
+            "batch_size": 4,
+            "num_workers": 0,
+        },
+        "missing_sequences": False,  # the bundle needs both FLAIR and T1
+    },
 }
 
 
 def _evaluate(task: str, items: list[dict], pred_dir: Path, out_dir: Path, parser: ConfigParser) -> dict:
-    """Score a demo's predictions with the task's own metrics: mean Dice per class (or per region)."""
-    from brainbundles.metrics import evaluate_brats_items, evaluate_items
+    """Score a demo's predictions with the task's own metrics: mean Dice per class (or per region); for
+    WMH the challenge's five metrics (Dice, HD95, AVD, lesion recall, lesion F1) of the lesion class."""
+    from brainbundles.metrics import evaluate_brats_items, evaluate_items, evaluate_lesion_items
 
     if task == "brats":
         report = evaluate_brats_items(items, pred_dir, out_dir, pred_convention=parser["output_convention"])
+    elif task == "wmh":
+        report = evaluate_lesion_items(items, pred_dir, out_dir, ignore_label=parser["ignore_label"])
+        wmh = report["summary"]["WMH"]
+        return {m: wmh[m]["mean"] for m in ("dice", "hd95", "avd", "lesion_recall", "lesion_f1")}
     else:
         report = evaluate_items(items, pred_dir, parser.get_parsed_content("label_names"), out_dir)
     return {name: report["summary"][name]["dice"]["mean"] for name in report["summary"]}
@@ -344,10 +373,11 @@ def run_demo(
     dice = _evaluate(task, items, out / "predictions", out / "evaluation", parser)
     metrics: dict = {"task": task, "held_out_cases": len(items), "mean_dice": dice}
     print(
-        f"held-out phantoms: {len(items)} cases; mean Dice "
-        + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+        f"held-out phantoms: {len(items)} cases; mean " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
     )
-    if missing_sequences and len(channels) > 1:  # the same held-out cases, each sequence left out in turn
+    if (
+        missing_sequences and profile.get("missing_sequences", True) and len(channels) > 1
+    ):  # the same held-out cases, each sequence left out in turn
         metrics["mean_dice_without"] = {}
         for ch in channels:
             tag = f"without_{ch}"
