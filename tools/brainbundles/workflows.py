@@ -373,7 +373,8 @@ def run_demo(
     dice = _evaluate(task, items, out / "predictions", out / "evaluation", parser)
     metrics: dict = {"task": task, "held_out_cases": len(items), "mean_dice": dice}
     print(
-        f"held-out phantoms: {len(items)} cases; mean " + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+        f"held-out phantoms: {len(items)} cases; mean {'' if task == 'wmh' else 'Dice '}"
+        + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
     )
     if (
         missing_sequences and profile.get("missing_sequences", True) and len(channels) > 1

@@ -41,13 +41,14 @@ def _grid(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
 class DeferOtherGridsd(MapTransform):
     """Before ``LoadImaged``: when the channel files of ``keys`` (a list of paths, the first being the
     reference) are not all on the reference's grid, keep only the reference in ``keys`` and move the
-    others to ``<key><postfix>`` as ``[(channel index, path), ...]`` for :class:`ResampleDeferredd`."""
+    others to ``<prefix><key>`` as ``[(channel index, path), ...]`` for :class:`ResampleDeferredd` (a prefix:
+    MONAI's spatial transforms take ``<key>_*`` entries for metadata dicts)."""
 
     def __init__(
-        self, keys: KeysCollection = "image", postfix: str = "_deferred", allow_missing_keys: bool = False
+        self, keys: KeysCollection = "image", prefix: str = "deferred_", allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.postfix = postfix
+        self.prefix = prefix
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -60,7 +61,7 @@ class DeferOtherGridsd(MapTransform):
             if all(s == shape and np.allclose(a, affine, rtol=0.0, atol=_ATOL_MM) for s, a in others):
                 continue
             d[key] = [paths[0]]
-            d[f"{key}{self.postfix}"] = [(i, os.fspath(p)) for i, p in enumerate(paths) if i > 0]
+            d[f"{self.prefix}{key}"] = [(i, os.fspath(p)) for i, p in enumerate(paths) if i > 0]
         return d
 
 
@@ -73,19 +74,19 @@ class ResampleDeferredd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "image",
-        postfix: str = "_deferred",
+        prefix: str = "deferred_",
         mode: str = "bilinear",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.postfix = postfix
+        self.prefix = prefix
         self.loader = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True)
         self.resample = ResampleToMatch(mode=mode, padding_mode="zeros")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            deferred = d.pop(f"{key}{self.postfix}", None)
+            deferred = d.pop(f"{self.prefix}{key}", None)
             if not deferred:
                 continue
             img = d[key]
