@@ -21,9 +21,15 @@ Brain tumour (BraTS) networks from the literature, for any input size:
 - :class:`PereiraCNN`: Pereira et al.'s deep 2D CNN with 3×3 kernels (IEEE TMI 2016), evaluated densely.
 - :class:`HeMIS`: hetero-modal segmentation, robust to missing sequences (Havaei et al., MICCAI 2016).
 
-The 2D networks (:class:`TwoPathwayCNN`, :class:`InputCascadeCNN`, :class:`PereiraCNN`) also take 5D input
-(B, C, H, W, D), processed slice by slice along the last axis, so they run inside the 3D bundle pipelines.
-:class:`SegResNet` and the networks of the second group expose their final layer as ``output_layer``;
+White-matter hyperintensity networks from the literature, for any input size:
+
+- :class:`LocationSensitiveCNN`: Ghafoorian et al.'s multi-scale 2D CNN with explicit spatial (location)
+  features as extra input channels (Scientific Reports 2017), evaluated densely.
+
+The 2D networks (:class:`TwoPathwayCNN`, :class:`InputCascadeCNN`, :class:`PereiraCNN`,
+:class:`LocationSensitiveCNN`) also take 5D input (B, C, H, W, D), processed slice by slice along the last
+axis, so they run inside the 3D bundle pipelines. :class:`SegResNet` and the networks of the second and
+third groups expose their final layer as ``output_layer``;
 :func:`output_layer_parameters` returns its parameters for two-phase training (Havaei et al., 2017).
 """
 
@@ -31,6 +37,7 @@ from ._output_layer import output_layer_parameters
 from .deepmedic import DeepMedic
 from .havaei import InputCascadeCNN, TwoPathwayCNN
 from .hemis import HeMIS
+from .location_sensitive import LocationSensitiveCNN
 from .pereira import PereiraCNN
 from .resunet import ResUNet
 from .segresnet import SegResNet
@@ -41,6 +48,7 @@ __all__ = [
     "DeepMedic",
     "HeMIS",
     "InputCascadeCNN",
+    "LocationSensitiveCNN",
     "PereiraCNN",
     "ResUNet",
     "SegResNet",

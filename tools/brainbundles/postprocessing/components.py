@@ -30,7 +30,8 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
         return mask.copy()
     labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_voxels
+    keep = sizes >= min_voxels * (1.0 - 1e-9)  # a size of exactly the minimum stays (voxel volumes from
+    # affine determinants carry rounding: 2 mm voxels give 7.999999999999998 mm³)
     keep[0] = False
     return keep[labels]
 

@@ -16,8 +16,8 @@ bundles' ``Orientationd``), one channel each, all 0 outside the brain:
 ``ventricles``        distance to the lateral ventricles, in units of the brain radius
 ====================  ==========================================================================
 
-The brain is the non-zero voxels of any channel. The ventricles are found on one channel in which
-fluid is dark (FLAIR or T1): voxels darker than ``median - 1.5 x IQR`` of the brain's intensities that lie
+The brain is the non-zero voxels of any channel. The ventricles are found on the FLAIR (fluid is dark
+there and the brain's intensities are tight; on T1 the same rule misses them on most phantoms): voxels darker than ``median - 1.5 x IQR`` of the brain's intensities that lie
 deeper than 30% of the brain's largest depth, keeping the largest connected component and any other at
 least 20% of its size. Distances are Euclidean in mm (the voxel spacing is honoured).
 """
