@@ -65,7 +65,8 @@ class Commands:
         test_fraction: float = 0.0,
         channels: Sequence[str] | None = None,
     ) -> str:
-        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, msd_task01, phantom) into a MONAI datalist with folds."""
+        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, msd_task01, wmh, phantom) into a MONAI datalist
+        with folds."""
         from brainbundles.data.datalist import make_datalist
 
         kwargs = {"channels": list(channels)} if channels else {}
