@@ -84,14 +84,22 @@ def main() -> None:
     parser.add_argument("--out", default="runs/wmh_ms")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--bundle", default="wmh_mri_segmentation")
+    parser.add_argument("--train", choices=PATIENTS, help="only this training direction")
+    parser.add_argument("--samples", type=int, default=8, help="patches per scan and epoch")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=JSON", help="bundle config override"
+    )
     args = parser.parse_args()
+    settings = {**BUNDLE_SETTINGS, **{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.set)}}
     root, out = Path(args.data), Path(args.out).resolve()
     if not all((root / p / "FLAIR.nii.gz").is_file() for p in PATIENTS):
         raise SystemExit(
             f"{root}: expected {', '.join(PATIENTS)} with FLAIR, T1 and consensus_gt (set BRAINBUNDLES_DATA)"
         )
-    results = {"settings": {**BUNDLE_SETTINGS, "epochs": args.epochs}, "runs": []}
+    results = {"settings": {**settings, "epochs": args.epochs, "samples": args.samples}, "runs": []}
     for train_p, test_p in (PATIENTS, PATIENTS[::-1]):
+        if args.train and train_p != args.train:
+            continue
         run = out / f"train_{train_p}"
         train, test = _item(root, train_p), _item(root, test_p)
         # one training scan: it is fold 1 (training) and, under another id, fold 0 (validation)
@@ -105,7 +113,7 @@ def main() -> None:
         }
         run.mkdir(parents=True, exist_ok=True)
         (run / "datalist.json").write_text(json.dumps(datalist, indent=1))
-        bundle = copy_bundle(args.bundle, run / "bundle", BUNDLE_SETTINGS)
+        bundle = copy_bundle(args.bundle, run / "bundle", settings)
         t0 = time.perf_counter()
         run_training(
             bundle,
@@ -113,7 +121,7 @@ def main() -> None:
             run / "datalist.json",
             epochs=args.epochs,
             val_interval=10,
-            num_samples=8,
+            num_samples=args.samples,
             batch_size=4,
         )
         t_train = time.perf_counter() - t0

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 __all__: list[str] = []
+
+
+def prediction_files(
+    items: Sequence[Mapping], pred_dir: str | os.PathLike, postfix: str = "seg"
+) -> list[tuple[str, Path, Mapping]]:
+    """``(case, <pred_dir>/<case>_<postfix>.nii.gz, item)`` for datalist items with ``case`` ids; a
+    duplicate id raises ValueError and a missing prediction FileNotFoundError naming the file, before
+    anything is computed."""
+    counts = Counter(str(it["case"]) for it in items)
+    duplicates = sorted(c for c, k in counts.items() if k > 1)
+    if duplicates:
+        raise ValueError(f"duplicate case ids: {duplicates}")
+    found = []
+    for it in items:
+        pred = Path(pred_dir) / f"{it['case']}_{postfix}.nii.gz"
+        if not pred.is_file():
+            raise FileNotFoundError(f"{pred}: no prediction for case {it['case']}")
+        found.append((str(it["case"]), pred, it))
+    return found
 
 
 def as_mask(mask: ArrayLike, name: str) -> np.ndarray:

@@ -77,7 +77,6 @@ float64 spacing (the script multiplies the header's float32 zooms); only 3-D mas
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +88,7 @@ from scipy import ndimage
 
 from brainbundles.data.labels import BRATS_REGIONS, to_internal
 
-from ._common import as_mask_pair, as_spacing
+from ._common import as_mask_pair, as_spacing, prediction_files
 from .distance import HD95Method, hd95
 from .overlap import dice, volume_ml
 from .report import CaseMetrics, load_label_pair, summarize, write_report
@@ -460,16 +459,10 @@ def evaluate_brats_items(
         FileNotFoundError: a prediction (or label) file is missing; the message names it.
         ValueError: duplicate case ids, mismatched images, or labels outside a convention.
     """
-    counts = Counter(str(it["case"]) for it in items)
-    duplicates = sorted(c for c, k in counts.items() if k > 1)
-    if duplicates:
-        raise ValueError(f"duplicate case ids: {duplicates}")
-    pairs = []
-    for it in items:
-        pred = Path(pred_dir) / f"{it['case']}_{postfix}.nii.gz"
-        if not pred.is_file():
-            raise FileNotFoundError(f"{pred}: no prediction for case {it['case']}")
-        pairs.append((str(it["case"]), pred, Path(it["label"]), it.get("label_convention", "brats2019")))
+    pairs = [
+        (case, pred, Path(it["label"]), it.get("label_convention", "brats2019"))
+        for case, pred, it in prediction_files(items, pred_dir, postfix)
+    ]
     per_case: dict[str, CaseMetrics] = {}
     for case, pred, label, convention in pairs:
         per_case[case] = evaluate_brats_case(

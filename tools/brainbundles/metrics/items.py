@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from ._common import prediction_files
 from .report import evaluate_folder
 
 __all__ = ["evaluate_items"]
@@ -23,10 +23,5 @@ def evaluate_items(
     native space) for every named non-background label, and write ``metrics.json``/``metrics.csv``
     into ``out_dir``. Items need ``case`` and ``label`` (as from :func:`brainbundles.data.load_fold`)."""
     classes = {name: int(k) for k, name in label_names.items() if int(k) != 0}
-    pairs = []
-    for it in items:
-        pred = Path(pred_dir) / f"{it['case']}_{postfix}.nii.gz"
-        if not pred.is_file():
-            raise FileNotFoundError(f"{pred}: no prediction for case {it['case']}")
-        pairs.append((it["case"], pred, it["label"]))
+    pairs = [(case, pred, it["label"]) for case, pred, it in prediction_files(items, pred_dir, postfix)]
     return evaluate_folder(pairs, classes, out_dir)

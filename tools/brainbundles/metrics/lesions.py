@@ -54,7 +54,6 @@ Report summaries (:func:`brainbundles.metrics.summarize`) skip NaN and count the
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ._common import as_mask_pair, as_spacing
+from ._common import as_mask_pair, as_spacing, prediction_files
 from .distance import _union_bbox
 from .overlap import avd, dice, volume_ml
 from .report import CaseMetrics, load_label_pair, summarize, write_report
@@ -322,16 +321,7 @@ def evaluate_lesion_items(
         FileNotFoundError: a prediction (or label) file is missing; the message names it.
         ValueError: duplicate case ids, mismatched images, or a non-3-D label map.
     """
-    counts = Counter(str(it["case"]) for it in items)
-    duplicates = sorted(c for c, k in counts.items() if k > 1)
-    if duplicates:
-        raise ValueError(f"duplicate case ids: {duplicates}")
-    pairs = []
-    for it in items:
-        pred = Path(pred_dir) / f"{it['case']}_{postfix}.nii.gz"
-        if not pred.is_file():
-            raise FileNotFoundError(f"{pred}: no prediction for case {it['case']}")
-        pairs.append((str(it["case"]), pred, Path(it["label"])))
+    pairs = [(case, pred, Path(it["label"])) for case, pred, it in prediction_files(items, pred_dir, postfix)]
     per_case: dict[str, CaseMetrics] = {}
     for case, pred_path, label_path in pairs:
         pred, ref, spacing = load_label_pair(pred_path, label_path)
