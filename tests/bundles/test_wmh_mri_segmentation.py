@@ -208,6 +208,7 @@ def test_bad_inputs_are_reported_and_batch_goes_on(trained, phantoms, tmp_path):
         "nan": np.where(vol > 0.5, np.nan, vol),
         "zeros": np.zeros((20, 20, 20), np.float32),
         "flat": rng.random((20, 20)).astype(np.float32),
+        "fourd": rng.random((20, 20, 20, 2)).astype(np.float32),
     }
     folders = []
     for name, flair in cases.items():
@@ -216,6 +217,11 @@ def test_bad_inputs_are_reported_and_batch_goes_on(trained, phantoms, tmp_path):
         _save(flair, np.eye(4), d / f"{name}_FLAIR.nii.gz")
         _save(vol, np.eye(4), d / f"{name}_T1.nii.gz")
         folders.append(d)
+    corrupt = bad / "corrupt"
+    corrupt.mkdir()
+    _save(vol, np.eye(4), corrupt / "corrupt_FLAIR.nii.gz")
+    (corrupt / "corrupt_T1.nii.gz").write_bytes(b"not a nifti file")
+    folders.append(corrupt)
     only_flair = bad / "noT1"
     only_flair.mkdir()
     _save(vol, np.eye(4), only_flair / "noT1_FLAIR.nii.gz")
@@ -230,8 +236,8 @@ def test_bad_inputs_are_reported_and_batch_goes_on(trained, phantoms, tmp_path):
     msg = str(err.value)
     for name in cases:
         assert f"{name}_FLAIR.nii.gz" in msg, f"{name} not reported"
-    assert "missing sequence T1" in msg
-    assert "4 of 5 input cases failed" in msg
+    assert "missing sequence T1" in msg and "corrupt_T1.nii.gz" in msg
+    assert "6 of 7 input cases failed" in msg
     written = sorted(p.name for p in out.iterdir())
     assert [w for w in written if w.endswith("_seg.nii.gz")] == ["good_seg.nii.gz"]
     assert not [w for w in written if w.startswith(".")], "temporary files left behind"
