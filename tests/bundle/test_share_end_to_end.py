@@ -136,7 +136,11 @@ torch.save(program(x), sys.argv[3])
 
 @pytest.mark.parametrize("task", sorted(BUNDLE_NAMES))
 def test_exported_program_runs_without_brainbundles(task, tmp_path, untrained_export):
-    overrides = None if task == "tissue" else {"network_def#init_filters": 8, "patch_size": [32, 32, 32]}
+    overrides = {
+        "tissue": None,
+        "brats": {"network_def#init_filters": 8, "patch_size": [32, 32, 32]},
+        "wmh": {"network_def#features": [4, 8, 16], "patch_size": [32, 32, 32]},
+    }[task]
     bundle = untrained_export(tmp_path / task, task, overrides)
     net = build_network(bundle)
     x = example_input(bundle, batch=3, seed=7)

@@ -131,9 +131,12 @@ def build_network(bundle_root: str | os.PathLike, weights: bool = True) -> torch
 
 
 def example_input(bundle_root: str | os.PathLike, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    """A random network input of the bundle's patch (sliding-window) size: ``[batch, C, *patch]``."""
+    """A random network input of the bundle's patch (sliding-window) size: ``[batch, C, *patch]``; ``C`` is
+    the config's ``in_channels`` where it has one (a bundle that adds channels, e.g. spatial features), else
+    the number of ``channels``."""
     parser = parse_bundle(bundle_root, "inference")
-    channels = len(parser.get_parsed_content("channels"))
+    key = "in_channels" if "in_channels" in parser else "channels"
+    channels = parser.get_parsed_content(key) if key == "in_channels" else len(parser.get_parsed_content(key))
     patch = [int(s) for s in parser.get_parsed_content("patch_size")]
     return torch.randn((batch, channels, *patch), generator=torch.Generator().manual_seed(seed))
 
