@@ -42,6 +42,20 @@ def voxel_volume_mm3(affine: np.ndarray | torch.Tensor) -> float:
     return float(abs(np.linalg.det(a[:3, :3])))
 
 
+def _array_and_voxel(pred: torch.Tensor | np.ndarray) -> tuple[np.ndarray, float]:
+    """A prediction as a numpy array, and its voxel volume in mm³ (from a MetaTensor's affine, else 1)."""
+    voxel = voxel_volume_mm3(pred.affine) if isinstance(pred, MetaTensor) else 1.0
+    arr = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+    return arr, voxel
+
+
+def _like(out: torch.Tensor, pred: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``out`` with ``pred``'s metadata and transform history when ``pred`` is a MetaTensor."""
+    if isinstance(pred, MetaTensor):
+        return MetaTensor(out, meta=pred.meta, applied_operations=pred.applied_operations)
+    return out
+
+
 class RemoveSmallLesionsd(MapTransform):
     """In a label map (1 x spatial, e.g. after ``AsDiscreted(argmax=True)`` in the scan's native space),
     set to background every 26-connected component of ``labels`` smaller than ``min_lesion_mm3`` (the
@@ -64,16 +78,12 @@ class RemoveSmallLesionsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             pred = d[key]
-            voxel = voxel_volume_mm3(pred.affine) if isinstance(pred, MetaTensor) else 1.0
-            arr = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+            arr, voxel = _array_and_voxel(pred)
             out = arr.copy()
             for value in self.labels:
                 mask = arr == value
                 out[mask & ~remove_small_components(mask, self.min_lesion_mm3 / voxel)] = 0
-            result = torch.as_tensor(out)
-            if isinstance(pred, MetaTensor):
-                result = MetaTensor(result, meta=pred.meta, applied_operations=pred.applied_operations)
-            d[key] = result
+            d[key] = _like(torch.as_tensor(out), pred)
         return d
 
 
@@ -105,8 +115,7 @@ class TumourPostprocessd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             pred = d[key]
-            voxel = voxel_volume_mm3(pred.affine) if isinstance(pred, MetaTensor) else 1.0
-            arr = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+            arr, voxel = _array_and_voxel(pred)
             if arr.shape[0] != 3:
                 raise ValueError(f"{key}: expected 3 region channels (WT, TC, ET), got shape {arr.shape}")
             regions = np.stack(
@@ -116,8 +125,5 @@ class TumourPostprocessd(MapTransform):
             if et.any() and et.sum() * voxel < self.min_enhancing_mm3:
                 regions[1] |= et
                 regions[2] = False
-            out = torch.as_tensor(regions.astype(np.float32))
-            if isinstance(pred, MetaTensor):
-                out = MetaTensor(out, meta=pred.meta, applied_operations=pred.applied_operations)
-            d[key] = out
+            d[key] = _like(torch.as_tensor(regions.astype(np.float32)), pred)
         return d
