@@ -34,3 +34,27 @@ def untrained_export() -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def multi_process_training() -> Callable[..., None]:
+    """``train(bundle, data, **overrides)``: two-process gloo training of ``bundle`` for one epoch, tried twice: gloo on a loaded 2-core CI
+    machine has failed about once in hundreds of runs after both processes had finished training; a
+    broken pipeline fails both tries, and the first failure's per-process logs are kept as a warning."""
+    import warnings
+
+    from brainbundles.workflows import TrainingProcessError, run_training
+
+    def train(bundle: Path, data: Path, **overrides) -> None:
+        for attempt in (1, 2):
+            try:
+                run_training(
+                    bundle, data, data / "datalist.json", multi_gpu=True, nproc=2, epochs=1, **overrides
+                )
+                return
+            except TrainingProcessError as e:
+                if attempt == 2:
+                    raise
+                warnings.warn(f"multi-process training failed once, retrying: {e}", stacklevel=2)
+
+    return train

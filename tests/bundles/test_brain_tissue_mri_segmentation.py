@@ -26,7 +26,7 @@ from brainbundles.bundle.verify import (
 )
 from brainbundles.data.checks import InputError
 from brainbundles.data.phantom import write_phantom_dataset
-from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference, run_training
+from brainbundles.workflows import TrainingProcessError, copy_bundle, resolve_bundle, run_inference, run_training
 
 BUNDLE = resolve_bundle("brain_tissue_mri_segmentation")
 TINY = {
@@ -254,12 +254,21 @@ def test_training_refuses_label_outside_classes(phantoms, tmp_path):
     assert not (bundle / "models" / "last.pt").exists()
 
 
-def test_multi_process_training_gloo(phantoms, tmp_path):
+def test_multi_process_training_gloo(phantoms, tmp_path, multi_process_training):
     bundle = copy_bundle(BUNDLE, tmp_path / "bundle", TINY)
-    run_training(
-        bundle, phantoms, phantoms / "datalist.json", multi_gpu=True, nproc=2, epochs=1, **TRAIN_FAST
-    )
+    multi_process_training(bundle, phantoms, **TRAIN_FAST)
     assert (bundle / "models" / "last.pt").is_file() and (bundle / "models" / "model.pt").is_file()
+
+
+def test_failed_multi_process_training_reports_each_process_error(phantoms, tmp_path):
+    bundle = copy_bundle(BUNDLE, tmp_path / "bundle", TINY)
+    missing = tmp_path / "no_such_datalist.json"
+    with pytest.raises(TrainingProcessError) as err:
+        run_training(bundle, phantoms, missing, multi_gpu=True, nproc=2, epochs=1, **TRAIN_FAST)
+    message = str(err.value)
+    assert "returned non-zero exit status" in message
+    assert message.count("(last ") == 2 * 2  # stdout and stderr of both processes
+    assert str(missing) in message
 
 
 REAL_T1 = [

@@ -307,11 +307,9 @@ def test_training_refuses_label_outside_the_convention(phantoms, tmp_path):
     assert not (bundle / "models" / "last.pt").exists()
 
 
-def test_multi_process_training_gloo(phantoms, tmp_path):
+def test_multi_process_training_gloo(phantoms, tmp_path, multi_process_training):
     bundle = copy_bundle(BUNDLE, tmp_path / "bundle", TINY)
-    run_training(
-        bundle, phantoms, phantoms / "datalist.json", multi_gpu=True, nproc=2, epochs=1, **TRAIN_FAST
-    )
+    multi_process_training(bundle, phantoms, **TRAIN_FAST)
     assert (bundle / "models" / "last.pt").is_file() and (bundle / "models" / "model.pt").is_file()
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "find_bundle",
     "copy_bundle",
     "run_training",
+    "TrainingProcessError",
     "run_inference",
     "DEMO_PROFILES",
     "run_demo",
@@ -144,8 +145,10 @@ def run_training(
         if not extra.is_file():
             raise FileNotFoundError(f"{extra}: this bundle has no second training phase")
         files.append(str(extra))
+    log_dir = root / "eval" / "logs" / "torchrun"
     launcher = (
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        + ["--log-dir", str(log_dir), "--tee", "3", "-m"]
         if multi_gpu
         else [sys.executable, "-m"]
     )
@@ -171,7 +174,33 @@ def run_training(
         + _runner_args(overrides)
     )
     logger.info("running: %s", " ".join(cmd))
-    subprocess.run(cmd, check=True)
+    started = time.time()
+    try:
+        subprocess.run(cmd, check=True)
+    except subprocess.CalledProcessError as e:
+        if not multi_gpu:
+            raise
+        raise TrainingProcessError(e.returncode, e.cmd, stderr=_process_log_tails(log_dir, started)) from None
+
+
+class TrainingProcessError(subprocess.CalledProcessError):
+    """A `torchrun` training that failed; the message ends with each process's last log lines (which
+    `torchrun` keeps under the bundle's ``eval/logs/torchrun``), so the failing rank's error is not lost in
+    the interleaved console output."""
+
+    def __str__(self) -> str:
+        return super().__str__() + ("\n" + self.stderr if self.stderr else "")
+
+
+def _process_log_tails(log_dir: Path, since: float, lines: int = 30) -> str:
+    """The last ``lines`` lines of every per-process log `torchrun` wrote under ``log_dir`` after
+    ``since`` (epoch seconds)."""
+    parts = []
+    for f in sorted(log_dir.rglob("*.log")):
+        if f.stat().st_mtime >= since and f.stat().st_size:
+            tail = f.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {f.relative_to(log_dir)} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def _absolute(inp: str | os.PathLike) -> str:
