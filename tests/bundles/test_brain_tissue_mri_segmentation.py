@@ -26,7 +26,13 @@ from brainbundles.bundle.verify import (
 )
 from brainbundles.data.checks import InputError
 from brainbundles.data.phantom import write_phantom_dataset
-from brainbundles.workflows import TrainingProcessError, copy_bundle, resolve_bundle, run_inference, run_training
+from brainbundles.workflows import (
+    TrainingProcessError,
+    copy_bundle,
+    resolve_bundle,
+    run_inference,
+    run_training,
+)
 
 BUNDLE = resolve_bundle("brain_tissue_mri_segmentation")
 TINY = {

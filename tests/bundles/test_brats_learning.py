@@ -41,12 +41,12 @@ def test_demo_brats_learns(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    dice = metrics["mean_dice"]
+    dice = metrics["scores"]
     assert set(dice) == set(THRESHOLDS)
     for region, threshold in THRESHOLDS.items():
         assert dice[region] >= threshold, f"{region} Dice {dice[region]:.3f} < {threshold}: {metrics}"
     assert metrics["seconds"]["total"] < TIME_LIMIT_S, metrics["seconds"]
-    assert "mean_dice_without" not in metrics
+    assert "scores_without" not in metrics
 
     testing = json.loads((out / "data" / "datalist.json").read_text())["testing"]
     assert metrics["held_out_cases"] == len(testing) > 0

@@ -31,7 +31,7 @@ def test_demo_tissue_learns(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    dice = metrics["mean_dice"]
+    dice = metrics["scores"]
     assert set(dice) == {"CSF", "GM", "WM"}
     for name, value in dice.items():
         assert value >= THRESHOLD, f"{name} Dice {value:.3f} < {THRESHOLD}: {metrics}"

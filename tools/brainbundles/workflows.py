@@ -43,6 +43,8 @@ BUNDLE_NAMES = {
     "brats": "brats_mri_segmentation",
     "wmh": "wmh_mri_segmentation",
 }
+#: tasks scored with the lesion metrics (Dice, lesion detection, volume) rather than Dice per class
+LESION_TASKS = ("wmh",)
 
 
 def bundles_dir() -> Path:
@@ -337,13 +339,14 @@ DEMO_PROFILES: dict[str, dict] = {
 
 
 def _evaluate(task: str, items: list[dict], pred_dir: Path, out_dir: Path, parser: ConfigParser) -> dict:
-    """Score a demo's predictions with the task's own metrics: mean Dice per class (or per region); for
-    WMH the challenge's five metrics (Dice, HD95, AVD, lesion recall, lesion F1) of the lesion class."""
+    """Score a demo's predictions with the task's own metrics, as means over the cases: Dice per class
+    (tumour: per region), keyed by class or region name; for WMH the challenge's five metrics (Dice, HD95, AVD, lesion
+    recall, lesion F1) of the lesion class."""
     from brainbundles.metrics import evaluate_brats_items, evaluate_items, evaluate_lesion_items
 
     if task == "brats":
         report = evaluate_brats_items(items, pred_dir, out_dir, pred_convention=parser["output_convention"])
-    elif task == "wmh":
+    elif task in LESION_TASKS:
         report = evaluate_lesion_items(items, pred_dir, out_dir, ignore_label=parser["ignore_label"])
         wmh = report["summary"]["WMH"]
         return {m: wmh[m]["mean"] for m in ("dice", "hd95", "avd", "lesion_recall", "lesion_f1")}
@@ -376,10 +379,11 @@ def run_demo(
     """Phantoms -> training through the bundle runner -> inference on held-out phantoms -> evaluation.
 
     Leaves ``out/data`` (phantoms + datalist), ``out/bundle`` (a complete trained bundle),
-    ``out/predictions`` and ``out/evaluation``, and writes ``out/metrics.json`` with the per-class
-    (tumour: per-region) mean Dice on the held-out cases, which it also returns. For a multi-sequence
-    task with ``missing_sequences``, the held-out cases are also segmented with each sequence left out
-    (``mean_dice_without``).
+    ``out/predictions`` and ``out/evaluation``, and writes ``out/metrics.json``, which it also returns:
+    under ``scores`` the held-out cases' means of the task's metrics (:func:`_evaluate`: Dice per class or
+    tumour region; the lesion metrics for lesion tasks). For a multi-sequence task with
+    ``missing_sequences``, the held-out cases are also segmented with each sequence left out
+    (``scores_without``).
     """
     from brainbundles.data.cases import inference_items
     from brainbundles.data.phantom import write_phantom_dataset
@@ -399,16 +403,17 @@ def run_demo(
     parser = ConfigParser(json.loads((bundle / "configs" / "common.json").read_text()))
     channels = parser["channels"]
     items = inference_items(None, data / "datalist.json", data, channels, section="testing")
-    dice = _evaluate(task, items, out / "predictions", out / "evaluation", parser)
-    metrics: dict = {"task": task, "held_out_cases": len(items), "mean_dice": dice}
+    scores = _evaluate(task, items, out / "predictions", out / "evaluation", parser)
+    metrics: dict = {"task": task, "held_out_cases": len(items), "scores": scores}
+    kind = "" if task in LESION_TASKS else "Dice "
     print(
-        f"held-out phantoms: {len(items)} cases; mean {'' if task == 'wmh' else 'Dice '}"
-        + ", ".join(f"{k} {v:.3f}" for k, v in dice.items())
+        f"held-out phantoms: {len(items)} cases; mean {kind}"
+        + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
     )
     if (
         missing_sequences and profile.get("missing_sequences", True) and len(channels) > 1
     ):  # the same held-out cases, each sequence left out in turn
-        metrics["mean_dice_without"] = {}
+        metrics["scores_without"] = {}
         for ch in channels:
             tag = f"without_{ch}"
             datalist = {"channels": channels, "testing": _without(items, ch, channels)}
@@ -416,10 +421,10 @@ def run_demo(
             run_inference(
                 bundle, output_dir=out / f"predictions_{tag}", datalist=out / "data" / f"datalist_{tag}.json"
             )
-            metrics["mean_dice_without"][ch] = d = _evaluate(
+            metrics["scores_without"][ch] = d = _evaluate(
                 task, items, out / f"predictions_{tag}", out / f"evaluation_{tag}", parser
             )
-            print(f"without {ch}: mean Dice " + ", ".join(f"{k} {v:.3f}" for k, v in d.items()))
+            print(f"without {ch}: mean {kind}" + ", ".join(f"{k} {v:.3f}" for k, v in d.items()))
     metrics["seconds"] = {
         "phantoms": round(t_data - t0, 1),
         "training": round(t_train - t_data, 1),
