@@ -82,6 +82,24 @@ def test_rand_drop_channels_keeps_one_and_drops_the_same_channels_everywhere():
     assert sum(bool(one({"image": _img(4)})["image"][i].abs().sum()) for i in range(4)) == 3
 
 
+def test_rand_drop_channels_only_drops_sequences_the_case_has():
+    """A case lacking two of five sequences (zero-filled) keeps at least one of its three."""
+    t = RandDropChannelsd("image", prob=1.0)
+    t.set_random_state(0)
+    seen = set()
+    for _ in range(60):
+        img = _img(5)
+        img[[1, 3]] = 0
+        out = t({"image": img})["image"]
+        present = tuple(i for i in range(5) if bool(out[i].abs().sum()))
+        assert present and set(present) <= {0, 2, 4}
+        seen.add(len(present))
+    assert seen == {1, 2}
+    lone = _img(3)
+    lone[1:] = 0  # one sequence only: nothing to drop
+    assert bool(RandDropChannelsd("image", prob=1.0)({"image": lone})["image"][0].abs().sum())
+
+
 @pytest.mark.parametrize(
     ("convention", "values"),
     [("brats2019", [0, 1, 2, 4]), ("brats2023", [0, 1, 2, 3]), ("msd_task01", [0, 2, 1, 3])],

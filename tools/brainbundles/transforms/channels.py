@@ -86,7 +86,8 @@ def _case(d: Mapping) -> str:
 
 class RandDropChannelsd(RandomizableTransform, MapTransform):
     """Sequence dropout: with probability ``prob`` zero a random non-empty subset of at most
-    ``max_drop`` channels (always keeping at least one present), the same ones for every key."""
+    ``max_drop`` of the present channels (those of the first key that are not all zero: a sequence the
+    case lacks is not dropped again), always keeping at least one present, the same ones for every key."""
 
     def __init__(
         self,
@@ -102,21 +103,24 @@ class RandDropChannelsd(RandomizableTransform, MapTransform):
         self.max_drop = max_drop
         self._drop: np.ndarray = np.zeros(0, dtype=int)
 
-    def randomize(self, n_channels: int) -> None:
+    def randomize(self, present: Sequence[int]) -> None:
+        """Choose the channels to drop among the indices ``present``."""
         super().randomize(None)
-        if not self._do_transform or n_channels < 2:
+        n = len(present)
+        if not self._do_transform or n < 2:
             self._drop = np.zeros(0, dtype=int)
             return
-        most = n_channels - 1 if self.max_drop is None else min(self.max_drop, n_channels - 1)
+        most = n - 1 if self.max_drop is None else min(self.max_drop, n - 1)
         k = int(self.R.randint(1, most + 1))
-        self._drop = self.R.choice(n_channels, size=k, replace=False)
+        self._drop = np.asarray(present)[self.R.choice(n, size=k, replace=False)]
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         first = next(self.key_iterator(d), None)
         if first is None:
             return d
-        self.randomize(d[first].shape[0])
+        img = d[first]
+        self.randomize([c for c in range(img.shape[0]) if bool(img[c].any())])
         if len(self._drop):
             for key in self.key_iterator(d):
                 img = d[key].clone()
