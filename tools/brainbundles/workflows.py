@@ -42,9 +42,14 @@ BUNDLE_NAMES = {
     "tissue": "brain_tissue_mri_segmentation",
     "brats": "brats_mri_segmentation",
     "wmh": "wmh_mri_segmentation",
+    "ms": "ms_lesion_mri_segmentation",
 }
-#: tasks scored with the lesion metrics (Dice, lesion detection, volume) rather than Dice per class
-LESION_TASKS = ("wmh",)
+#: tasks scored with lesion metrics rather than Dice per class: the metrics a demo reports for each
+#: (WMH: the challenge's five; MS: Dice, lesion TPR (LTPR) and PPV (LPPV), lesion F1, volume difference)
+LESION_TASKS = {
+    "wmh": ("dice", "hd95", "avd", "lesion_recall", "lesion_f1"),
+    "ms": ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "avd"),
+}
 
 
 def bundles_dir() -> Path:
@@ -335,21 +340,45 @@ DEMO_PROFILES: dict[str, dict] = {
         },
         "missing_sequences": False,  # the bundle needs both FLAIR and T1
     },
+    "ms": {
+        "phantom": {
+            "cases": 16,
+            "test_cases": 4,
+            "shape": (96, 112, 96),
+            "spacing": (1.0, 1.0, 1.0),
+            "folds": 4,
+        },
+        "bundle": {
+            "network_def#features": [16, 32, 64, 128],
+            "network_def#dropout": 0.0,
+            "patch_size": [48, 48, 48],
+        },
+        "train": {
+            "epochs": 40,
+            "val_interval": 10,
+            "learning_rate": 0.002,
+            "num_samples": 4,
+            "batch_size": 4,
+            "num_workers": 0,
+        },
+    },
 }
 
 
 def _evaluate(task: str, items: list[dict], pred_dir: Path, out_dir: Path, parser: ConfigParser) -> dict:
     """Score a demo's predictions with the task's own metrics, as means over the cases: Dice per class
-    (tumour: per region), keyed by class or region name; for WMH the challenge's five metrics (Dice, HD95, AVD, lesion
-    recall, lesion F1) of the lesion class."""
+    (tumour: per region), keyed by class or region name; for a lesion task the metrics
+    :data:`LESION_TASKS` names, of the lesion class (label 1)."""
     from brainbundles.metrics import evaluate_brats_items, evaluate_items, evaluate_lesion_items
 
     if task == "brats":
         report = evaluate_brats_items(items, pred_dir, out_dir, pred_convention=parser["output_convention"])
     elif task in LESION_TASKS:
-        report = evaluate_lesion_items(items, pred_dir, out_dir, ignore_label=parser["ignore_label"])
-        wmh = report["summary"]["WMH"]
-        return {m: wmh[m]["mean"] for m in ("dice", "hd95", "avd", "lesion_recall", "lesion_f1")}
+        name = parser["label_names"]["1"]
+        report = evaluate_lesion_items(
+            items, pred_dir, out_dir, ignore_label=parser.get("ignore_label"), class_name=name
+        )
+        return {m: report["summary"][name][m]["mean"] for m in LESION_TASKS[task]}
     else:
         report = evaluate_items(items, pred_dir, parser.get_parsed_content("label_names"), out_dir)
     return {name: report["summary"][name]["dice"]["mean"] for name in report["summary"]}
