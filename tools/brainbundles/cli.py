@@ -64,14 +64,23 @@ class Commands:
         seed: int = 0,
         test_fraction: float = 0.0,
         channels: Sequence[str] | None = None,
+        **layout_options,
     ) -> str:
-        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, msd_task01, wmh, phantom) into a MONAI datalist
-        with folds."""
+        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, msd_task01, wmh, isbi2015, msseg2016,
+        ms_open, phantom) into a MONAI datalist with folds; other options go to the layout
+        (`brainbundles datalist isbi2015 --root R --rater consensus`)."""
         from brainbundles.data.datalist import make_datalist
 
         kwargs = {"channels": list(channels)} if channels else {}
         dl = make_datalist(
-            layout, root, out=out, folds=folds, seed=seed, test_fraction=test_fraction, **kwargs
+            layout,
+            root,
+            out=out,
+            folds=folds,
+            seed=seed,
+            test_fraction=test_fraction,
+            **kwargs,
+            **layout_options,
         )
         return f"{out}: {len(dl.get('training', []))} training and {len(dl.get('testing', []))} testing cases"
 

@@ -204,13 +204,14 @@ def load_fold(
     channels: Sequence[str] | None = None,
     label_values: Collection[int] | None = None,
     same_grid: bool = True,
+    allow_missing: bool = False,
 ) -> list[dict]:
     """Training items of a datalist for cross-validation fold ``fold``: ``split="train"`` gives the
     items of every other fold, ``"val"`` the items of this fold (items without ``fold`` train).
 
     With ``channels``, every item is checked first (:func:`brainbundles.data.checks.check_case`, label
-    required, values in ``label_values``; ``same_grid`` as there) and the first bad one raises
-    ``InputError`` naming the file."""
+    required, values in ``label_values``; ``same_grid`` and ``allow_missing``, a case that names the
+    subset of ``channels`` it has, as there) and the first bad one raises ``InputError`` naming the file."""
     if split not in ("train", "val"):
         raise ValueError(f"split: 'train' or 'val', got {split!r}")
     data, base = _read_datalist(datalist, base_dir)
@@ -223,5 +224,12 @@ def load_fold(
     chosen = [_resolve(it, base.resolve()) for it in items if (it.get("fold") == fold) == (split == "val")]
     if channels is not None:
         for it in chosen:
-            check_case(it, channels, label_values, require_label=True, same_grid=same_grid)
+            check_case(
+                it,
+                channels,
+                label_values,
+                require_label=True,
+                same_grid=same_grid,
+                allow_missing=allow_missing,
+            )
     return _with_ids(chosen)

@@ -26,12 +26,13 @@ Splitting (all reproducible from ``seed``):
    round-robin, so fold sizes differ by at most one.
 
 Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`): ``ibsr18``, ``folder``,
-``brats``, ``brats2023``, ``msd_task01``, ``wmh`` and ``phantom``; adding one (MSSEG, ...) is one decorated
-function returning a :class:`LayoutResult`.
+``brats``, ``brats2023``, ``msd_task01``, ``wmh``, the MS lesion layouts ``isbi2015``, ``msseg2016`` and
+``ms_open``, and ``phantom``; adding one is one decorated function returning a :class:`LayoutResult`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -53,6 +54,8 @@ __all__ = [
     "IBSR_TISSUE_LABELS",
     "LAYOUTS",
     "MSD_TASK01_CHANNELS",
+    "MS_CHANNELS",
+    "MS_LABELS",
     "WMH_LABELS",
     "Case",
     "LayoutResult",
@@ -479,9 +482,9 @@ WMH_LABELS = {"0": "background", "1": "WMH", "2": "other pathology"}
 _WMH_CHANNELS = ("FLAIR", "T1")
 
 
-def _wmh_case_dirs(root: Path) -> list[Path]:
-    """Folders at any depth under ``root`` that hold ``pre/FLAIR.nii[.gz]``, sorted; hidden folders are
-    skipped, a case folder is not searched further, and symbolic links are followed once."""
+def _case_dirs(root: Path, is_case: Callable[[Path], bool]) -> list[Path]:
+    """Folders at any depth under ``root`` (``root`` included) for which ``is_case`` holds, sorted; hidden
+    folders are skipped, a case folder is not searched further, and symbolic links are followed once."""
     found: list[Path] = []
     seen: set[str] = set()
     for top, dirs, _files in os.walk(root, followlinks=True):
@@ -491,12 +494,26 @@ def _wmh_case_dirs(root: Path) -> list[Path]:
             continue
         seen.add(real)
         here = Path(top)
-        if _first_existing([here / "pre" / f"FLAIR{ext}" for ext in NIFTI_EXTS]) is not None:
+        if is_case(here):
             found.append(here)
             dirs[:] = []
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     return sorted(found)
+
+
+def _path_id(folder: Path, root: Path) -> str:
+    """A case id from a case folder's path under ``root``: its parts joined with ``_`` (``root``'s own
+    name when the case folder is ``root``)."""
+    rel = folder.relative_to(root).parts
+    return "_".join(rel) if rel else root.name
+
+
+def _wmh_case_dirs(root: Path) -> list[Path]:
+    """Folders at any depth under ``root`` that hold ``pre/FLAIR.nii[.gz]`` (see :func:`_case_dirs`)."""
+    return _case_dirs(
+        root, lambda d: _first_existing([d / "pre" / f"FLAIR{ext}" for ext in NIFTI_EXTS]) is not None
+    )
 
 
 @register_layout("wmh")
@@ -514,8 +531,7 @@ def _layout_wmh(root: Path, channels: Sequence[str] | None = None) -> LayoutResu
     channels = _check_channels(channels, list(_WMH_CHANNELS), "wmh")
     cases: list[Case] = []
     for d in _wmh_case_dirs(root):
-        rel = d.relative_to(root).parts
-        cid = "_".join(rel) if rel else root.name
+        cid = _path_id(d, root)
         image = []
         for channel in _WMH_CHANNELS:
             f = _first_existing([d / "pre" / f"{channel}{ext}" for ext in NIFTI_EXTS])
@@ -531,6 +547,229 @@ def _layout_wmh(root: Path, channels: Sequence[str] | None = None) -> LayoutResu
             f"depth, under root {root}"
         )
     return LayoutResult(cases=cases, channels=channels, name="WMH2017", labels=dict(WMH_LABELS))
+
+
+#: labels of the MS lesion masks (ISBI 2015, MSSEG 2016, the open MS data of Lesjak et al.)
+MS_LABELS = {"0": "background", "1": "lesion"}
+#: MS channels in the bundle's order (FLAIR first); FLAIR and T1 must be in every case, the others may be
+#: missing (a case then names the channels it has, in file order, in its item's ``"channels"``)
+MS_CHANNELS = ("FLAIR", "T1", "T2", "PD", "T1Gd")
+_MS_REQUIRED = ("FLAIR", "T1")
+
+
+def _ms_case(
+    layout: str, cid: str, found: Mapping[str, Path], label: Path | None, folder: Path, expect: str
+) -> Case:
+    """A case from its ``{channel: file}``: FLAIR and T1 required (a ValueError names ``folder`` and the
+    files ``expect``-ed), the files in :data:`MS_CHANNELS` order, and ``channels`` set when some are
+    missing."""
+    missing = [c for c in _MS_REQUIRED if c not in found]
+    if missing:
+        raise ValueError(
+            f"{layout} layout: case {cid} in folder {folder} has no {' and no '.join(missing)} image "
+            f"({expect}); FLAIR and T1 are required in every case"
+        )
+    names = [c for c in MS_CHANNELS if c in found]
+    return Case(
+        cid, [found[c] for c in names], label, channels=None if len(names) == len(MS_CHANNELS) else names
+    )
+
+
+#: ISBI 2015 file-name sequences -> channels
+_ISBI_SEQUENCES = {"flair": "FLAIR", "mprage": "T1", "t2": "T2", "pd": "PD"}
+_ISBI_FILE = re.compile(r"(?P<tp>.+)_(?P<seq>flair|mprage|t2|pd)_pp\.nii(?:\.gz)?", re.IGNORECASE)
+_ISBI_RATERS = ("mask1", "mask2", "consensus")
+
+
+def _isbi_images(folder: Path) -> dict[str, dict[str, Path]]:
+    """``{time point: {channel: file}}`` of the ``<tp>_<seq>_pp.nii[.gz]`` files in ``folder``; one
+    sequence in two files (``.nii`` and ``.nii.gz``) is an error."""
+    out: dict[str, dict[str, Path]] = {}
+    if not folder.is_dir():
+        return out
+    for f in sorted(folder.iterdir()):
+        m = _ISBI_FILE.fullmatch(f.name)
+        if m is None or not f.is_file():
+            continue
+        channel = _ISBI_SEQUENCES[m["seq"].lower()]
+        slot = out.setdefault(m["tp"], {})
+        if channel in slot:
+            raise ValueError(
+                f"isbi2015 layout: time point {m['tp']} has {channel} twice: {slot[channel]} and {f}"
+            )
+        slot[channel] = f
+    return out
+
+
+def _isbi_consensus(mask1: Path, mask2: Path, out: Path) -> Path:
+    """Write ``out``: the voxels both raters marked (``mask1 > 0`` and ``mask2 > 0``), uint8 0/1, on
+    ``mask1``'s grid and with its header; kept as it is when newer than both masks. Written atomically
+    (a temporary file in the same folder, then renamed)."""
+    import nibabel as nib
+
+    from brainbundles.fileio import atomic_write
+
+    newest = max(mask1.stat().st_mtime, mask2.stat().st_mtime)
+    if out.is_file() and out.stat().st_mtime >= newest:
+        return out
+    a, b = nib.load(str(mask1)), nib.load(str(mask2))
+    if a.shape != b.shape or not np.allclose(a.affine, b.affine, atol=1e-3):
+        raise ValueError(
+            f"isbi2015 layout: {mask1} and {mask2} are not on the same voxel grid (shapes {a.shape} and "
+            f"{b.shape}); cannot make their consensus"
+        )
+    data = ((np.asanyarray(a.dataobj) > 0) & (np.asanyarray(b.dataobj) > 0)).astype(np.uint8)
+    header = a.header.copy()
+    header.set_data_dtype(np.uint8)
+    header["cal_min"], header["cal_max"] = 0, 1
+    img = nib.Nifti1Image(data, a.affine, header)
+    try:
+        atomic_write(out, lambda tmp: nib.save(img, tmp))
+    except OSError as e:
+        raise ValueError(f"isbi2015 layout: cannot write the consensus mask {out}: {e}") from e
+    return out
+
+
+@register_layout("isbi2015")
+def _layout_isbi2015(root: Path, channels: Sequence[str] | None = None, rater: str = "mask1") -> LayoutResult:
+    """ISBI 2015 longitudinal MS lesion segmentation challenge (Carass et al., NeuroImage 2017).
+
+    ``<root>/training0N/preprocessed/training0N_0M_{flair,mprage,t2,pd}_pp.nii[.gz]`` with the two raters'
+    masks ``<root>/training0N/masks/training0N_0M_mask1.nii[.gz]`` and ``_mask2``; the test release has
+    ``testNN/preprocessed/testNN_0M_*_pp.nii`` and no masks. Any folder, at any depth, whose
+    ``preprocessed/`` holds such files is a subject; each time point is a case, its id the files' prefix
+    (``training01_01``, ``test03_02``). ``mprage`` is channel T1; FLAIR and T1 are required, T2 and PD
+    optional (ISBI has no T1Gd, so every item names its channels). The ``orig/`` folder is ignored.
+
+    Option ``rater``: ``"mask1"`` (default) or ``"mask2"``, that rater's mask; or ``"consensus"``, the voxels
+    **both** raters marked (the intersection of ``mask1 > 0`` and ``mask2 > 0``, not the union), written as
+    ``masks/<tp>_consensus.nii.gz`` (uint8 0/1, with mask1's affine and header; atomically, and only when
+    absent or older than either mask) since a datalist points at files. A time point with neither mask has
+    no label (it goes to "testing"); one with only the other rater's mask is an error naming the missing
+    file. Labels: 1 lesion.
+    """
+    channels = _check_channels(channels, list(MS_CHANNELS), "isbi2015")
+    if rater not in _ISBI_RATERS:
+        raise ValueError(f"isbi2015 layout: rater={rater!r}, expected one of {list(_ISBI_RATERS)}")
+    cases: list[Case] = []
+    for d in _case_dirs(root, lambda d: bool(_isbi_images(d / "preprocessed"))):
+        pre, masks = d / "preprocessed", d / "masks"
+        for tp, found in sorted(_isbi_images(pre).items()):
+            case = _ms_case(
+                "isbi2015", tp, found, None, pre, f"{tp}_flair_pp.nii[.gz], {tp}_mprage_pp.nii[.gz]"
+            )
+            mask = {
+                r: _first_existing([masks / f"{tp}_{r}{ext}" for ext in NIFTI_EXTS])
+                for r in ("mask1", "mask2")
+            }
+            wanted = ("mask1", "mask2") if rater == "consensus" else (rater,)
+            if any(m is not None for m in mask.values()):
+                for r in wanted:
+                    if mask[r] is None:
+                        other = mask["mask2" if r == "mask1" else "mask1"]
+                        raise ValueError(
+                            f"isbi2015 layout: rater={rater!r} needs {masks / f'{tp}_{r}.nii'}[.gz], which is "
+                            f"missing (while {other} exists)"
+                        )
+                if rater == "consensus":
+                    case.label = _isbi_consensus(
+                        mask["mask1"], mask["mask2"], masks / f"{tp}_consensus.nii.gz"
+                    )
+                else:
+                    case.label = mask[rater]
+            cases.append(case)
+    if not cases:
+        raise ValueError(
+            "isbi2015 layout: no cases found: searched for folders <subject>/preprocessed/<tp>_flair_pp.nii "
+            f"(or _mprage_pp, _t2_pp, _pd_pp; .nii or .nii.gz), at any depth, under root {root}"
+        )
+    return LayoutResult(cases=cases, channels=channels, name="ISBI2015", labels=dict(MS_LABELS))
+
+
+#: MSSEG 2016 file-name sequences (``<NAME>_preprocessed.nii.gz``) -> channels
+_MSSEG_SEQUENCES = {"FLAIR": "FLAIR", "T1": "T1", "T2": "T2", "DP": "PD", "GADO": "T1Gd"}
+
+
+def _msseg_images(folder: Path) -> dict[str, Path]:
+    pre = folder / "Preprocessed_Data"
+    found = {}
+    for name, channel in _MSSEG_SEQUENCES.items():
+        f = _first_existing([pre / f"{name}_preprocessed{ext}" for ext in NIFTI_EXTS])
+        if f is not None:
+            found[channel] = f
+    return found
+
+
+@register_layout("msseg2016")
+def _layout_msseg2016(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
+    """MICCAI 2016 MS lesion segmentation challenge, MSSEG (Commowick et al., Sci. Rep. 2018).
+
+    ``<root>/<patient>/Preprocessed_Data/{FLAIR,T1,T2,DP,GADO}_preprocessed.nii[.gz]`` and the label
+    ``<root>/<patient>/Masks/Consensus.nii[.gz]`` (the 7 raters' consensus). Any folder, at any depth, whose
+    ``Preprocessed_Data/`` holds one of these files is a case; its id is its path under ``root`` joined with
+    ``_`` (centres nest patients: ``Center_01/Patient_01`` -> ``Center_01_Patient_01``). ``DP`` is channel PD
+    and ``GADO`` T1Gd; FLAIR and T1 are required, T2, PD and T1Gd optional. A case without
+    ``Masks/Consensus`` goes to "testing"; the raters' own masks and ``Raw_Data/`` are ignored. Labels: 1
+    lesion.
+    """
+    channels = _check_channels(channels, list(MS_CHANNELS), "msseg2016")
+    cases = []
+    for d in _case_dirs(root, lambda d: bool(_msseg_images(d))):
+        cid = _path_id(d, root)
+        label = _first_existing([d / "Masks" / f"Consensus{ext}" for ext in NIFTI_EXTS])
+        expect = "FLAIR_preprocessed.nii.gz, T1_preprocessed.nii.gz"
+        cases.append(_ms_case("msseg2016", cid, _msseg_images(d), label, d / "Preprocessed_Data", expect))
+    if not cases:
+        raise ValueError(
+            "msseg2016 layout: no cases found: searched for folders <patient>/Preprocessed_Data/"
+            f"FLAIR_preprocessed.nii.gz (or T1, T2, DP, GADO; .nii.gz or .nii), at any depth, under root {root}"
+        )
+    return LayoutResult(cases=cases, channels=channels, name="MSSEG2016", labels=dict(MS_LABELS))
+
+
+#: open MS data file names -> channels
+_OPEN_MS_SEQUENCES = {"FLAIR": "FLAIR", "T1": "T1", "T2": "T2", "PD": "PD", "T1POST": "T1Gd"}
+
+
+def _open_ms_files(folder: Path) -> tuple[dict[str, Path], Path | None]:
+    found = {}
+    for name, channel in _OPEN_MS_SEQUENCES.items():
+        f = _first_existing([folder / f"{name}{ext}" for ext in NIFTI_EXTS])
+        if f is not None:
+            found[channel] = f
+    return found, _first_existing([folder / f"consensus_gt{ext}" for ext in NIFTI_EXTS])
+
+
+def _open_ms_is_case(folder: Path) -> bool:
+    """FLAIR and T1 both, or one of them with another sequence or the label (a case missing the other:
+    an error later, rather than a silently skipped folder)."""
+    found, label = _open_ms_files(folder)
+    required = [c for c in _MS_REQUIRED if c in found]
+    return len(required) == len(_MS_REQUIRED) or (bool(required) and (len(found) > 1 or label is not None))
+
+
+@register_layout("ms_open")
+def _layout_ms_open(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
+    """The open MS lesion data of Lesjak et al. (Neuroinformatics 2018), as shared:
+    ``<root>/<patient>/{FLAIR,T1,T2,T1POST,PD}.nii[.gz]`` and the label ``<root>/<patient>/consensus_gt.nii[.gz]``
+    (the raters' consensus).
+
+    A folder, at any depth, holding ``FLAIR`` and ``T1`` is a case (so is one holding one of them and
+    another of these files, which is then an error naming it); its id is its path under ``root`` joined with
+    ``_`` (``patient07``). ``T1POST`` is channel T1Gd; FLAIR and T1 are required, T2, PD and T1Gd optional.
+    A case without ``consensus_gt`` goes to "testing". Labels: 1 lesion.
+    """
+    channels = _check_channels(channels, list(MS_CHANNELS), "ms_open")
+    cases = []
+    for d in _case_dirs(root, _open_ms_is_case):
+        found, label = _open_ms_files(d)
+        cases.append(_ms_case("ms_open", _path_id(d, root), found, label, d, "FLAIR.nii.gz, T1.nii.gz"))
+    if not cases:
+        raise ValueError(
+            "ms_open layout: no cases found: searched for folders <patient>/ holding FLAIR.nii.gz and T1.nii.gz "
+            f"(or .nii), at any depth, under root {root}"
+        )
+    return LayoutResult(cases=cases, channels=channels, name="OpenMS", labels=dict(MS_LABELS))
 
 
 @register_layout("phantom")
@@ -606,7 +845,8 @@ def make_datalist(
         seed: seed of ``numpy.random.default_rng`` for the test draw and the fold shuffle.
         test_fraction: fraction (0 <= f < 1) of the labelled cases moved to "testing".
         channels: channel names (the layout's default when None).
-        layout_options: passed to the layout function (e.g. ``images_dir=`` for ``"folder"``).
+        layout_options: passed to the layout function (e.g. ``images_dir=`` for ``"folder"``, ``rater=``
+            for ``"isbi2015"``); an option the layout does not take is a ValueError.
 
     Returns:
         the datalist dict (see the module docstring).
@@ -625,7 +865,19 @@ def make_datalist(
     if not root.is_dir():
         raise ValueError(f"layout {layout!r}: root {root} does not exist or is not a folder")
 
-    result = LAYOUTS[layout](root, list(channels) if channels is not None else None, **layout_options)
+    fn = LAYOUTS[layout]
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [
+            n for n, p in params.items() if n not in ("root", "channels") and p.kind is not p.VAR_POSITIONAL
+        ]
+        unknown = sorted(set(layout_options) - set(known))
+        if unknown:
+            raise ValueError(
+                f"layout {layout!r} has no option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                f"(its options: {', '.join(known) or 'none'})"
+            )
+    result = fn(root, list(channels) if channels is not None else None, **layout_options)
     if not result.cases:
         raise ValueError(f"layout {layout!r}: no cases found under root {root}")
     cases = sorted(result.cases, key=lambda c: c.case)

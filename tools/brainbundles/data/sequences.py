@@ -25,11 +25,13 @@ __all__ = [
 
 #: bundle channel -> the lower-case file-name tokens it is found under
 SEQUENCE_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "T1": ("t1", "t1n", "t1w", "t1native"),
+    "T1": ("t1", "t1n", "t1w", "t1native", "mprage"),
     "T1c": ("t1c", "t1ce", "t1post", "t1gd", "t1wgd", "t1wce", "t1contrast"),
+    # the MS bundle's name for the contrast-enhanced T1 (MSSEG 2016 calls it GADO)
+    "T1Gd": ("t1gd", "t1c", "t1ce", "t1post", "t1wgd", "t1wce", "t1contrast", "gado"),
     "T2": ("t2", "t2w"),
     "FLAIR": ("flair", "t2f", "t2flair"),
-    "PD": ("pd", "pdw"),
+    "PD": ("pd", "pdw", "dp"),  # MSSEG 2016: DP (densité de protons)
 }
 
 #: tokens of files that are not images of a sequence (labels, masks): skipped without a warning
