@@ -26,14 +26,21 @@ White-matter hyperintensity networks from the literature, for any input size:
 - :class:`LocationSensitiveCNN`: Ghafoorian et al.'s multi-scale 2D CNN with explicit spatial (location)
   features as extra input channels (Scientific Reports 2017), evaluated densely.
 
+Multiple sclerosis lesion networks from the literature, for any input size:
+
+- :class:`BroschCEN`: Brosch et al.'s 3D convolutional encoder network with a shortcut from the first
+  convolution to the last deconvolution layer (IEEE TMI 2016), with 'same' padding; trained in the paper
+  with :class:`brainbundles.losses.SensitivitySpecificityLoss`.
+
 The 2D networks (:class:`TwoPathwayCNN`, :class:`InputCascadeCNN`, :class:`PereiraCNN`,
 :class:`LocationSensitiveCNN`) also take 5D input (B, C, H, W, D), processed slice by slice along the last
-axis, so they run inside the 3D bundle pipelines. :class:`SegResNet` and the networks of the second and
-third groups expose their final layer as ``output_layer``;
+axis, so they run inside the 3D bundle pipelines. :class:`SegResNet` and the networks of the last three
+groups expose their final layer as ``output_layer``;
 :func:`output_layer_parameters` returns its parameters for two-phase training (Havaei et al., 2017).
 """
 
 from ._output_layer import output_layer_parameters
+from .brosch import BroschCEN
 from .deepmedic import DeepMedic
 from .havaei import InputCascadeCNN, TwoPathwayCNN
 from .hemis import HeMIS
@@ -45,6 +52,7 @@ from .unet_in import UNetIN
 from .vnet import VNet
 
 __all__ = [
+    "BroschCEN",
     "DeepMedic",
     "HeMIS",
     "InputCascadeCNN",
