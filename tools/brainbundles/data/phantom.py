@@ -2,10 +2,11 @@
 
 :func:`make_phantom` renders one case: a 4-class tissue label map (0 background, 1 CSF, 2 GM, 3 WM) and
 any of the contrasts in :data:`CONTRASTS`; with ``tumour=True`` also a brain tumour (BraTS-like) and its
-label map, with ``wmh=True`` white-matter hyperintensities (WMH challenge-like) and theirs.
+label map, with ``wmh=True`` white-matter hyperintensities (WMH challenge-like) and theirs, with ``ms=True``
+multiple-sclerosis lesions (MSSEG-like) and their mask.
 :func:`write_phantom_dataset` writes a whole data set on disk in the layout of a real one (``"tissue"``:
-IBSR18; ``"brats"``: BraTS 2018-2021; ``"wmh"``: the MICCAI 2017 WMH challenge), with a manifest and a
-MONAI (Decathlon-style) datalist.
+IBSR18; ``"brats"``: BraTS 2018-2021; ``"wmh"``: the MICCAI 2017 WMH challenge; ``"ms"``: the MICCAI 2016
+MSSEG challenge), with a manifest and a MONAI (Decathlon-style) datalist.
 
 Anatomy
     Every structure is an analytic function of *world* coordinates (mm) sampled at the voxel centres, so a
@@ -62,6 +63,34 @@ White-matter hyperintensities (``wmh=True``)
     functions of position like the rest, from their own random streams (geometry: stream 2; intensities:
     40 + contrast), so the healthy anatomy and its intensities do not change.
 
+Multiple-sclerosis lesions (``ms=True``)
+    Added to the healthy anatomy as the WMH are (:attr:`Phantom.ms`: 1 lesion, MSSEG's consensus mask):
+    5-20 ovoid lesions (ellipsoids) per case, each one 26-connected piece at least a voxel apart from the
+    others, of three kinds (the first two periventricular, the third juxtacortical, the others drawn
+    45/25/30%):
+
+    * *periventricular* (Dawson's fingers): long semi-axis 0.09-0.17 R (6-12 mm at the real brain scale,
+      R ~71 mm), at least 1.6 x the short ones (0.045-0.075 R, 3-5 mm), pointing away from a lateral
+      ventricle (normal to its course between the frontal horn and the atrium, from upwards to outwards),
+      its inner end on the ventricle's wall;
+    * *juxtacortical*: semi-axes 0.045-0.085 R (3-6 mm), randomly turned, in the white matter at the
+      grey/white boundary nearest to a point drawn in the outer brain, just reaching the cortex (the
+      cortical voxels next to the lesion inside its ellipsoid join it, under 20% of it);
+    * *deep*: semi-axes 0.045-0.10 R (3-7 mm), randomly turned, in the deep hemispheric region.
+
+    Every lesion is clipped to the white matter (juxtacortical ones: and their cortical rim) and kept as its
+    largest 6-connected piece; a candidate is redrawn when that leaves under 40% of its ellipsoid's volume or
+    under 40 mm^3 at the real brain scale (~30 voxels at 1 mm on a real-sized FOV), or when it comes within a
+    voxel of another lesion (after 200 candidates the lesion is given up: only on far too coarse grids).
+    Each lesion has a severity (0-1, drawn per lesion, falling by 35% from its centre to its edge) that sets
+    its means between a mild and a severe level (:data:`_MS_MEANS`): bright on FLAIR (1.1-1.45 x GM), T2
+    (between GM and CSF; CSF stays brightest) and PD (1.08-1.3 x GM), mildly dark on T1 and T1c (between GM
+    and WM, the severe ones nearer GM; no enhancement); a smooth texture as the WMH's, and the partial
+    volume, bias field and noise of the rest give them soft edges. The number, kinds and severities of the
+    lesions come from stream 3 and do not depend on the grid; each lesion's candidates come from its own
+    stream ``[seed, 3, k + 1]`` but are checked (and juxtacortical ones placed) on the grid, so another grid
+    of the same FOV gives mostly, not exactly, the same lesions. Intensities: streams 50 + contrast.
+
 Intensities
     Per contrast, tissue means with realistic *relative* order (T1: WM > GM > CSF; T2: CSF > GM > WM;
     FLAIR: GM > WM > CSF; PD: CSF >= GM > WM, low contrast; T1c: T1 plus enhancing choroid plexus and
@@ -88,9 +117,10 @@ Geometry
     centre at world (0, 0, 0).
 
 Randomness comes only from ``numpy.random.default_rng`` seeded with ``[seed, stream]`` (one stream for the
-anatomy, one per contrast for its intensities and one for its noise; with a tumour, one for its geometry and
-one per contrast for its intensities), so a contrast renders the same whatever other contrasts are asked
-for, and the tumour option leaves the healthy anatomy and its intensities as they are.
+anatomy, one per contrast for its intensities and one for its noise; with a tumour, WMH or MS lesions, one
+for their geometry and one per contrast for their intensities), so a contrast renders the same whatever
+other contrasts are asked for, and the lesion options leave the healthy anatomy and its intensities as they
+are.
 """
 
 from __future__ import annotations
@@ -106,10 +136,11 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from scipy.interpolate import CubicSpline
-from scipy.ndimage import gaussian_filter, generate_binary_structure
+from scipy.ndimage import binary_dilation, gaussian_filter, generate_binary_structure
 from scipy.ndimage import label as label_components
+from scipy.spatial import cKDTree
 
-from brainbundles.data.datalist import BRATS_LABELS, WMH_LABELS
+from brainbundles.data.datalist import BRATS_LABELS, MS_CHANNELS, MS_LABELS, WMH_LABELS
 from brainbundles.data.labels import from_internal
 from brainbundles.fileio import atomic_write, write_json_atomic
 
@@ -136,13 +167,15 @@ _MIN_SIZE = 8  # voxels per axis
 
 # internal tissue classes (values of the tissue map); each maps to a label value. The tumour classes only
 # appear with ``tumour=True``: :attr:`Phantom.label` is taken before they are added (the healthy anatomy)
-_BG, _CSF, _GM, _WM, _DGM, _CHOROID, _VESSEL, _NEC, _EDEMA, _ENH, _WMH, _LACUNE, _GLIOSIS = range(13)
-_TISSUE_LABEL = np.array([0, 1, 2, 3, 2, 1, 1, 0, 0, 0, 0, 0, 0], dtype=np.uint8)
+_BG, _CSF, _GM, _WM, _DGM, _CHOROID, _VESSEL, _NEC, _EDEMA, _ENH, _WMH, _LACUNE, _GLIOSIS, _MS = range(14)
+_TISSUE_LABEL = np.array([0, 1, 2, 3, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0], dtype=np.uint8)
 #: tumour classes -> :attr:`Phantom.tumour` values (the internal numbering of ``brainbundles.data.labels``:
 #: 1 necrosis / non-enhancing core, 2 edema, 3 enhancing)
-_TUMOUR_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0], dtype=np.uint8)
+_TUMOUR_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0], dtype=np.uint8)
 #: white-matter lesion classes -> :attr:`Phantom.wmh` values (the WMH challenge's: 1 WMH, 2 other pathology)
-_WMH_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2], dtype=np.uint8)
+_WMH_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0], dtype=np.uint8)
+#: multiple-sclerosis lesion class -> :attr:`Phantom.ms` values (MSSEG's consensus: 1 lesion)
+_MS_LABEL = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], dtype=np.uint8)
 _CONNECT6 = generate_binary_structure(3, 1)
 
 #: relative tissue means per contrast for (CSF, GM, deep GM, WM), before the per-case jitter and scale
@@ -187,6 +220,19 @@ _WMH_MEANS: dict[str, dict[int, tuple[int, int, float, float]]] = {
     "pd": {_WMH: (_GM, _CSF, 0.4, 1.0), _LACUNE: (_BG, _CSF, 0.95, 1.0), _GLIOSIS: (_GM, _CSF, 0.3, 0.8)},
 }
 
+#: MS lesion means per contrast, relative to the case's tissue means: ``(a, b, mild, severe)`` gives
+#: ``mean[a] + f * (mean[b] - mean[a])`` where ``f`` goes from ``mild`` to ``severe`` with the lesion voxel's
+#: severity (drawn per lesion, lower towards its edge). FLAIR bright (1.1-1.45 x GM), T2 bright (between GM
+#: and CSF, CSF brightest), PD bright (1.08-1.3 x GM, about CSF or above), T1 (and T1c: no enhancement)
+#: mildly dark (between GM and WM, the severe ones nearer GM)
+_MS_MEANS: dict[str, tuple[int, int, float, float]] = {
+    "t1": (_GM, _WM, 0.7, 0.15),
+    "t1c": (_GM, _WM, 0.7, 0.15),
+    "t2": (_GM, _CSF, 0.25, 0.65),
+    "flair": (_BG, _GM, 1.1, 1.45),
+    "pd": (_BG, _GM, 1.08, 1.3),
+}
+
 # ------------------------------------------------------------------------------------------------ public API
 
 
@@ -204,6 +250,8 @@ class Phantom:
         wmh: uint8 white-matter lesion labels as in the WMH challenge (0 background, 1 white-matter
             hyperintensity, 2 other pathology: a lacune with its rim), same shape as the images; None
             without ``wmh=True``.
+        ms: uint8 multiple-sclerosis lesion mask (0 background, 1 lesion: MSSEG's consensus labels), same
+            shape as the images; None without ``ms=True``.
     """
 
     images: dict[str, np.ndarray]
@@ -211,6 +259,7 @@ class Phantom:
     affine: np.ndarray
     tumour: np.ndarray | None = None
     wmh: np.ndarray | None = None
+    ms: np.ndarray | None = None
 
 
 def make_phantom(
@@ -223,6 +272,7 @@ def make_phantom(
     noise: str = "rician",
     tumour: bool = False,
     wmh: bool = False,
+    ms: bool = False,
 ) -> Phantom:
     """Render the synthetic brain of ``seed``.
 
@@ -238,13 +288,15 @@ def make_phantom(
             the phantom is exactly the same as before the option existed.
         wmh: add white-matter hyperintensities (periventricular and deep) and, in some cases, a lacune
             (other pathology; see the module docstring); not together with ``tumour``.
+        ms: add multiple-sclerosis lesions (periventricular, juxtacortical and deep ovoids; see the module
+            docstring); not together with ``tumour`` or ``wmh``.
 
     Returns:
         a :class:`Phantom`; its arrays have ``shape`` permuted to ``orientation``.
 
     Raises:
-        ValueError: a bad ``seed``, ``shape``, ``spacing``, ``orientation``, ``contrasts``, ``noise`` or
-            ``tumour``.
+        ValueError: a bad ``seed``, ``shape``, ``spacing``, ``orientation``, ``contrasts``, ``noise``,
+            ``tumour``, ``wmh`` or ``ms``, or lesions of two kinds asked for.
     """
     seed = _check_seed(seed)
     grid = _Grid(_check_shape(shape), _check_spacing(spacing))
@@ -258,6 +310,11 @@ def make_phantom(
         raise ValueError(f"wmh: expected True or False, got {wmh!r}")
     if wmh and tumour:
         raise ValueError("wmh: white-matter lesions and a tumour cannot be combined (tumour=True, wmh=True)")
+    if not isinstance(ms, bool | np.bool_):
+        raise ValueError(f"ms: expected True or False, got {ms!r}")
+    if ms and (tumour or wmh):
+        other = "tumour" if tumour else "wmh"
+        raise ValueError(f"ms: MS lesions cannot be combined with {other}=True (ms=True, {other}=True)")
 
     anatomy = _build_anatomy(seed, grid)
     label = _TISSUE_LABEL[anatomy.tissue]
@@ -265,6 +322,8 @@ def make_phantom(
         _add_tumour(seed, anatomy)
     if wmh:
         _add_wmh(seed, anatomy)
+    if ms:
+        _add_ms(seed, anatomy)
     images = {c: _render_contrast(seed, anatomy, c, noise) for c in wanted}
 
     ornt = ornt_transform(axcodes2ornt(tuple("RAS")), axcodes2ornt(codes))
@@ -279,6 +338,7 @@ def make_phantom(
         affine=affine.astype(np.float64),
         tumour=orient(_TUMOUR_LABEL[anatomy.tissue]) if tumour else None,
         wmh=orient(_WMH_LABEL[anatomy.tissue]) if wmh else None,
+        ms=orient(_MS_LABEL[anatomy.tissue]) if ms else None,
     )
 
 
@@ -427,6 +487,8 @@ class _Anatomy:
     ventricles: np.ndarray  # bool mask of the ventricles (choroid plexus included)
     tumour: np.ndarray | None = None  # flat indices of the tumour voxels (tumour classes), None without
     wmh: np.ndarray | None = None  # flat indices of the white-matter lesion voxels, None without
+    ms: np.ndarray | None = None  # flat indices of the MS lesion voxels, None without
+    ms_level: np.ndarray | None = None  # per MS lesion voxel (as ``ms``): its severity, 0-1
 
 
 # control points (normalised coordinates: x lateral, y anterior, z superior) of the right lateral ventricle
@@ -906,7 +968,214 @@ def _add_wmh(seed: int, anatomy: _Anatomy) -> None:
         tissue[region] = _GLIOSIS
         tissue[region & (q < 0.45)] = _LACUNE
     tissue[lesion] = _WMH
-    anatomy.wmh = np.flatnonzero(tissue >= _WMH)
+    anatomy.wmh = np.flatnonzero(_WMH_LABEL[tissue])
+
+
+# ------------------------------------------------------------------------------------------------ MS lesions
+
+#: MS lesion geometry, in units of the (geometric mean) brain radius R: ~71 mm at a FOV of 160 x 192 x 160
+#: mm, ~64 mm at the default one
+_MS_COUNT = (5, 20)  # lesions per case (inclusive)
+_MS_KINDS = ("periventricular", "juxtacortical", "deep")
+_MS_KIND_P = (0.45, 0.25, 0.30)  # the kinds of the lesions after the first three (2 periventricular, 1 juxta)
+_MS_MIN_VOLUME = 40.0 / 71.4**3  # least lesion volume (R^3): 40 mm^3 at the real brain scale
+_MS_MIN_KEPT = 0.4  # least fraction of the ellipsoid's volume that clipping to the white matter may leave
+_MS_MIN_WHITE = 0.8  # least fraction of a lesion's voxels in white matter (juxtacortical ones touch cortex)
+_MS_TRIES = 200  # candidates per lesion before it is given up (only on grids far too coarse for it)
+_MS_EDGE = 0.35  # a lesion's severity falls by this fraction from its centre to its edge
+
+
+@dataclass(frozen=True)
+class _MSContext:
+    """What the MS lesion candidates are drawn against (one case, on its grid)."""
+
+    iso: tuple[np.ndarray, np.ndarray, np.ndarray]  # per-axis voxel centres, isotropic units
+    voxel: float  # voxel volume, isotropic units
+    white: np.ndarray  # bool: white matter (the lesions' home)
+    cortex: np.ndarray  # bool: cortical grey matter (juxtacortical lesions may reach into its first voxel)
+    ventricles: list[tuple[CubicSpline, float, float]]  # lateral ventricles: (spline, t start, t atrium)
+    boundary: np.ndarray | None  # (n, 3) isotropic positions of white-matter voxels next to the cortex
+    tree: cKDTree | None  # of ``boundary`` (None when it is empty)
+
+
+def _ms_context(anatomy: _Anatomy) -> _MSContext:
+    """The white matter, cortex, lateral ventricles' curves and grey/white boundary of a case."""
+    scale = anatomy.scale.astype(np.float64)
+    iso = tuple(anatomy.u[a] / scale[a] for a in range(3))
+    voxel = float(np.prod([(ax[1] - ax[0]) if len(ax) > 1 else 1.0 for ax in iso]))
+    white = (anatomy.tissue == _WM) & ~anatomy.ventricles
+    cortex = anatomy.tissue == _GM
+    vents = []
+    for ctrl in anatomy.ventricle_ctrl:
+        if len(ctrl) == len(_VENT_MAIN):  # the lateral ventricles' main curves (frontal horn to temporal)
+            seg = np.linalg.norm(np.diff(ctrl[:, :3], axis=0), axis=1)
+            t = np.concatenate([[0.0], np.cumsum(seg)])
+            vents.append((CubicSpline(t, ctrl, axis=0, bc_type="natural"), 0.3 * t[1], float(t[_ATRIUM])))
+    edge = np.argwhere(white & binary_dilation(cortex, _CONNECT6))
+    boundary = np.stack([iso[a][edge[:, a]] for a in range(3)], axis=1) if len(edge) else None
+    tree = cKDTree(boundary) if boundary is not None else None
+    return _MSContext(iso, voxel, white, cortex, vents, boundary, tree)
+
+
+def _frame(axis: np.ndarray, angle: float) -> np.ndarray:
+    """A rotation matrix whose first column is the unit vector ``axis``, the others turned by ``angle``."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    g1 = np.cross(axis, helper)
+    g1 /= np.linalg.norm(g1)
+    g2 = np.cross(axis, g1)
+    f1 = math.cos(angle) * g1 + math.sin(angle) * g2
+    return np.stack([axis, f1, np.cross(axis, f1)], axis=1)
+
+
+def _reach(rot: np.ndarray, radii: np.ndarray, direction: np.ndarray) -> float:
+    """Distance from an ellipsoid's centre to its surface along the unit vector ``direction``."""
+    return float(1.0 / np.linalg.norm((rot.T @ direction) / radii))
+
+
+def _ms_candidate(
+    rng: np.random.Generator, kind: str, ctx: _MSContext, anatomy: _Anatomy
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One candidate lesion of ``kind``: centre (isotropic units), rotation (columns: the ellipsoid's axes)
+    and semi-axes; None when the case has nowhere to put one."""
+    scale = anatomy.scale.astype(np.float64)
+    if kind == "periventricular":
+        # a Dawson's finger: an ovoid whose long axis points away from a lateral ventricle's body (normal
+        # to its course, upwards and outwards), its inner end on the ventricle's wall
+        spline, t0, t1 = ctx.ventricles[int(rng.integers(len(ctx.ventricles)))]
+        s = rng.uniform(t0, t1)
+        row, slope = spline(s), spline(s, 1)
+        centre_v, half = row[:3] / scale, np.maximum(row[3:], 1e-3) / scale
+        tangent = slope[:3] / scale
+        tangent /= np.linalg.norm(tangent)
+        up = np.array([0.0, 0.0, 1.0]) - tangent[2] * tangent
+        if np.linalg.norm(up) < 1e-6:  # (a vertical stretch of ventricle: never with these curves)
+            up = np.array([1.0, 0.0, 0.0]) - tangent[0] * tangent
+        up /= np.linalg.norm(up)
+        out = np.cross(tangent, up)
+        if out[0] * centre_v[0] < 0:  # lateral: away from the midline
+            out = -out
+        phi = rng.uniform(-0.5, 1.3)
+        direction = math.cos(phi) * up + math.sin(phi) * out
+        long = rng.uniform(0.09, 0.17)
+        short = rng.uniform(0.045, 0.075, 2)
+        radii = np.array([max(long, 1.6 * short.max()), *short])
+        rot = _frame(direction, rng.uniform(0.0, math.pi))
+        wall = 1.0 / np.linalg.norm(direction / half)  # the ventricle's wall along ``direction``
+        return centre_v + direction * (wall + 0.8 * radii[0]), rot, radii
+    if kind == "juxtacortical":
+        # an ovoid in the white matter touching the cortex: at the grey/white boundary nearest to a point
+        # drawn in the outer brain, pushed into the white matter so that it just reaches the boundary
+        if ctx.tree is None:
+            return None
+        v = rng.standard_normal(3)
+        v /= np.linalg.norm(v)
+        kz = anatomy.flat_bottom if v[2] < 0 else 1.0
+        u = rng.uniform(0.55, 0.85) * v / math.sqrt(v[0] ** 2 + v[1] ** 2 + (kz * v[2]) ** 2)
+        rot = _random_rotation(rng)
+        radii = rng.uniform(0.045, 0.085, 3)
+        b = ctx.boundary[int(ctx.tree.query(u / scale)[1])]
+        sl = tuple(
+            slice(
+                int(np.searchsorted(ctx.iso[a], b[a] - 0.08, "left")),
+                int(np.searchsorted(ctx.iso[a], b[a] + 0.08, "right")),
+            )
+            for a in range(3)
+        )
+        w = np.argwhere(ctx.white[sl])
+        pts = np.stack([ctx.iso[a][sl[a]][w[:, a]] for a in range(3)], axis=1)
+        inward = pts.mean(axis=0) - b  # towards the white matter around b
+        if not np.all(np.isfinite(inward)) or np.linalg.norm(inward) < 1e-9:
+            inward = -u / scale
+        inward /= np.linalg.norm(inward)
+        return b + inward * 0.75 * _reach(rot, radii, inward), rot, radii
+    # deep white matter: a randomly turned ovoid in the deep hemispheric region
+    centre = _deep_centre(rng, anatomy.flat_bottom) / scale
+    radii = rng.uniform(0.045, 0.1, 3)
+    return centre, _random_rotation(rng), radii
+
+
+def _ms_box(
+    ctx: _MSContext, centre: np.ndarray, rot: np.ndarray, radii: np.ndarray
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """The ellipsoid's bounding box on the grid (one voxel wider on each side) and ``|R^T (p - c) / r|^2``
+    over it; None when it misses the grid."""
+    half = np.sqrt(((rot * radii[None, :]) ** 2).sum(axis=1))
+    sl, rel = [], []
+    for a in range(3):
+        ax = ctx.iso[a]
+        i0 = int(np.searchsorted(ax, centre[a] - half[a], "left"))
+        i1 = int(np.searchsorted(ax, centre[a] + half[a], "right"))
+        if i0 >= i1:
+            return None
+        i0, i1 = max(i0 - 1, 0), min(i1 + 1, len(ax))
+        sl.append(slice(i0, i1))
+        rel.append(ax[i0:i1] - centre[a])
+    p = np.meshgrid(*rel, indexing="ij", sparse=True)
+    q = sum(((rot[0, k] * p[0] + rot[1, k] * p[1] + rot[2, k] * p[2]) / radii[k]) ** 2 for k in range(3))
+    return tuple(sl), q.astype(np.float32)
+
+
+def _ms_lesion(
+    kind: str, ctx: _MSContext, taken: np.ndarray, centre: np.ndarray, rot: np.ndarray, radii: np.ndarray
+) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None:
+    """Rasterise a candidate: its box, its mask there and its ``q``; None when it is rejected (too small
+    once clipped to the white matter, too little in white matter, a juxtacortical one not touching the
+    cortex, or within a voxel of a lesion already placed)."""
+    found = _ms_box(ctx, centre, rot, radii)
+    if found is None:
+        return None
+    box, q = found
+    inside = q < 1.0
+    kept = inside & ctx.white[box]
+    comp, n = label_components(kept, _CONNECT6)
+    if n == 0:
+        return None
+    sizes = np.bincount(comp.ravel())
+    sizes[0] = 0
+    kept = comp == int(sizes.argmax())  # one piece: a sulcus or the ventricle may cut the ellipsoid
+    volume = 4.0 / 3.0 * math.pi * float(np.prod(radii))
+    if kept.sum() * ctx.voxel < max(_MS_MIN_VOLUME, _MS_MIN_KEPT * volume):
+        return None
+    mask = kept
+    if kind == "juxtacortical":  # it touches the cortex: the cortical voxels next to it join it
+        rim = inside & ctx.cortex[box] & binary_dilation(kept, _CONNECT6)
+        if not rim.any() or kept.sum() < _MS_MIN_WHITE * (kept.sum() + rim.sum()):
+            return None
+        mask = kept | rim
+    if (binary_dilation(mask, np.ones((3, 3, 3), dtype=bool)) & taken[box]).any():
+        return None
+    return box, mask, q
+
+
+def _add_ms(seed: int, anatomy: _Anatomy) -> None:
+    """Put the multiple-sclerosis lesions of case ``seed`` into ``anatomy`` (see the module docstring):
+    their number, kinds and severities from rng stream 3, each lesion's geometry from its own stream
+    ``[seed, 3, k + 1]`` (so one lesion changes the others' only through the room it takes)."""
+    rng = np.random.default_rng([seed, 3])
+    count = int(rng.integers(_MS_COUNT[0], _MS_COUNT[1] + 1))
+    kinds = ["periventricular", "periventricular", "juxtacortical"]
+    kinds += [str(k) for k in rng.choice(_MS_KINDS, size=count - 3, p=_MS_KIND_P)]
+    severity = rng.uniform(0.0, 1.0, count)
+
+    ctx = _ms_context(anatomy)
+    taken = np.zeros(anatomy.grid.shape, dtype=bool)
+    level = np.zeros(anatomy.grid.shape, dtype=np.float32)  # per lesion voxel: its severity
+    for k, kind in enumerate(kinds):
+        lrng = np.random.default_rng([seed, 3, k + 1])
+        for _ in range(_MS_TRIES):
+            cand = _ms_candidate(lrng, kind, ctx, anatomy)
+            if cand is None:
+                break
+            placed = _ms_lesion(kind, ctx, taken, *cand)
+            if placed is None:
+                continue
+            box, mask, q = placed
+            taken[box] |= mask
+            level[box][mask] = severity[k] * (1.0 - _MS_EDGE * np.minimum(q[mask], 1.0))
+            break
+    anatomy.tissue[taken] = _MS
+    anatomy.ms = np.flatnonzero(taken)
+    anatomy.ms_level = level.ravel()[anatomy.ms]
 
 
 # ------------------------------------------------------------------------------------------------ intensities
@@ -940,6 +1209,15 @@ def _lesion_means(
         means[cls] = means[a] + rng.uniform(lo, hi) * (means[b] - means[a])
 
 
+def _lesion_texture(rng: np.random.Generator, anatomy: _Anatomy, t: np.ndarray) -> np.ndarray:
+    """A smooth relative texture (1 +- 6%, up to twice that) at the flat indices ``t``."""
+    texture = _Fourier.draw(rng, 12, rng.uniform(4.0, 6.0))
+    ti, tj, tk = np.unravel_index(t, anatomy.grid.shape)
+    ux, uy, uz = anatomy.u
+    tp = (ux[ti].astype(np.float32), uy[tj].astype(np.float32), uz[tk].astype(np.float32))
+    return 1.0 + np.float32(_TUMOUR_TEXTURE) * np.clip(texture(tp), -2.0, 2.0)
+
+
 def _render_contrast(seed: int, anatomy: _Anatomy, contrast: str, noise: str) -> np.ndarray:
     """One contrast on the RAS grid: tissue means, partial volume, bias field, noise, brain mask."""
     stream = 10 + CONTRASTS.index(contrast)
@@ -959,11 +1237,14 @@ def _render_contrast(seed: int, anatomy: _Anatomy, contrast: str, noise: str) ->
             continue
         trng = np.random.default_rng([seed, first + CONTRASTS.index(contrast)])
         _lesion_means(trng, table[contrast], means)
-        texture = _Fourier.draw(trng, 12, trng.uniform(4.0, 6.0))
-        ti, tj, tk = np.unravel_index(t, anatomy.grid.shape)
-        tp = (ux[ti].astype(np.float32), uy[tj].astype(np.float32), uz[tk].astype(np.float32))
-        rel = 1.0 + np.float32(_TUMOUR_TEXTURE) * np.clip(texture(tp), -2.0, 2.0)
+        rel = _lesion_texture(trng, anatomy, t)
         piecewise.ravel()[t] = means.astype(np.float32)[anatomy.tissue.ravel()[t]] * rel
+    if anatomy.ms is not None and anatomy.ms_level is not None:  # per voxel: the lesion's severity
+        trng = np.random.default_rng([seed, 50 + CONTRASTS.index(contrast)])
+        a, b, mild, severe = _MS_MEANS[contrast]
+        f = np.float32(mild) + np.float32(severe - mild) * anatomy.ms_level
+        lesion = np.float32(means[a]) + f * np.float32(means[b] - means[a])
+        piecewise.ravel()[anatomy.ms] = lesion * _lesion_texture(trng, anatomy, anatomy.ms)
     img = gaussian_filter(piecewise, pv_sigma, mode="constant")
     idx = anatomy.brain
     ii, jj, kk = np.unravel_index(idx, anatomy.grid.shape)
@@ -995,6 +1276,9 @@ class _Layout:
     case_id: Callable[[int, int], str]  # (1-based case number, number of cases) -> case id
     image_files: Callable[[str], tuple[str, ...]]  # case id -> one relative path per channel
     label_file: Callable[[str], str]  # case id -> relative path of the label
+    #: the datalist layout's channels when the files hold only some of them (``channels``, in this order):
+    #: the datalist then lists these and every item names its own (as ``make_datalist`` does)
+    datalist_channels: tuple[str, ...] | None = None
 
 
 def _ibsr_id(number: int, total: int) -> str:
@@ -1036,6 +1320,16 @@ _LAYOUTS: dict[str, _Layout] = {
         image_files=lambda cid: tuple(f"{_wmh_dir(cid)}/pre/{s}.nii.gz" for s in ("FLAIR", "T1")),
         label_file=lambda cid: f"{_wmh_dir(cid)}/wmh.nii.gz",
     ),
+    "msseg2016": _Layout(  # MICCAI 2016 MSSEG: <case>/Preprocessed_Data/<SEQ>_preprocessed, <case>/Masks/
+        name="msseg2016",
+        channels=("FLAIR", "T1", "T2", "PD"),
+        case_id=_wmh_id,  # Phantom_001, ...
+        image_files=lambda cid: tuple(
+            f"{cid}/Preprocessed_Data/{s}_preprocessed.nii.gz" for s in ("FLAIR", "T1", "T2", "DP")
+        ),
+        label_file=lambda cid: f"{cid}/Masks/Consensus.nii.gz",
+        datalist_channels=tuple(MS_CHANNELS),  # no GADO (T1Gd) file
+    ),
 }
 
 
@@ -1056,6 +1350,7 @@ class _Task:
     make_label: Callable[[Phantom], np.ndarray] = lambda p: p.label
     tumour: bool = False
     wmh: bool = False
+    ms: bool = False
     label_convention: str | None = None
 
 
@@ -1067,6 +1362,11 @@ def _brats2019_label(p: Phantom) -> np.ndarray:
 def _wmh_label(p: Phantom) -> np.ndarray:
     assert p.wmh is not None
     return p.wmh
+
+
+def _ms_label(p: Phantom) -> np.ndarray:
+    assert p.ms is not None
+    return p.ms
 
 
 _TASKS: dict[str, _Task] = {
@@ -1087,6 +1387,14 @@ _TASKS: dict[str, _Task] = {
         labels=WMH_LABELS,
         make_label=_wmh_label,
         wmh=True,
+    ),
+    "ms": _Task(
+        name="ms",
+        layout="msseg2016",
+        contrasts=("flair", "t1", "t2", "pd"),
+        labels=MS_LABELS,
+        make_label=_ms_label,
+        ms=True,
     ),
 }
 
@@ -1139,6 +1447,12 @@ def write_phantom_dataset(
     ``"wmh"`` writes the WMH challenge layout of phantoms with white-matter lesions (``wmh=True``):
     ``out/Phantom/001/pre/{FLAIR,T1}.nii.gz`` and ``out/Phantom/001/wmh.nii.gz`` (uint8: 1 WMH, 2 other
     pathology), case ids ``Phantom_001, ...`` (as the ``"wmh"`` datalist layout names them).
+    ``"ms"`` writes the MICCAI 2016 MSSEG layout of phantoms with multiple-sclerosis lesions (``ms=True``):
+    ``out/Phantom_001/Preprocessed_Data/{FLAIR,T1,T2,DP}_preprocessed.nii.gz`` (the contrasts flair, t1,
+    t2, pd; DP is MSSEG's name for PD) and ``out/Phantom_001/Masks/Consensus.nii.gz`` (uint8: 1 lesion),
+    case ids ``Phantom_001, ...``; there is no GADO (T1Gd) file, so the datalist lists the ``"msseg2016"``
+    layout's channels FLAIR, T1, T2, PD, T1Gd (so does the manifest) and every item its own
+    (``"channels": ["FLAIR", "T1", "T2", "PD"]``), as ``make_datalist`` does for such cases.
     Case ``i`` (0-based) is :func:`make_phantom` of seed ``seed * 100003 + i``. Also written:
     ``out/phantom.json`` (manifest) and ``out/datalist.json``, a Decathlon-style datalist with paths
     relative to ``out``; the training cases get ``fold = rank % folds`` where ``rank`` is their position in
@@ -1181,12 +1495,20 @@ def write_phantom_dataset(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    channels = list(layout.datalist_channels or layout.channels)
     total = cases + test_cases
     entries: list[dict[str, Any]] = []
     for i in range(total):
         cid = layout.case_id(i + 1, total)
         ph = make_phantom(
-            _case_seed(seed, i), shape, spacing, orientation, spec.contrasts, tumour=spec.tumour, wmh=spec.wmh
+            _case_seed(seed, i),
+            shape,
+            spacing,
+            orientation,
+            spec.contrasts,
+            tumour=spec.tumour,
+            wmh=spec.wmh,
+            ms=spec.ms,
         )
         images = layout.image_files(cid)
         for rel, contrast in zip(images, spec.contrasts, strict=True):
@@ -1199,6 +1521,8 @@ def write_phantom_dataset(
         (out / label_rel).parent.mkdir(parents=True, exist_ok=True)
         _save_nifti(spec.make_label(ph).astype(np.uint8), ph.affine, out / label_rel)
         entry: dict[str, Any] = {"image": list(images), "label": label_rel, "case": cid}
+        if channels != list(layout.channels):
+            entry["channels"] = list(layout.channels)
         if spec.label_convention is not None:
             entry["label_convention"] = spec.label_convention
         entries.append(entry)
@@ -1211,7 +1535,7 @@ def write_phantom_dataset(
     datalist = {
         "name": name,
         "layout": "phantom",  # make_datalist("phantom", out, folds, seed) rebuilds this same datalist
-        "channels": list(layout.channels),
+        "channels": channels,
         "labels": dict(spec.labels),
         "folds": folds,
         "seed": seed,
@@ -1232,7 +1556,7 @@ def write_phantom_dataset(
         "orientation": orientation,
         "folds": folds,
         "dtype": dtype,
-        "channels": list(layout.channels),
+        "channels": channels,
         "labels": dict(spec.labels),
         "generator": "brainbundles.data.phantom",
     }
