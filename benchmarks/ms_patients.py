@@ -1,9 +1,10 @@
-"""Real-scan check of the WMH bundle: train on one MS patient, segment the other, and compare with a plain
-FLAIR-hyperintensity threshold, both scored by the same WMH challenge evaluation code.
+"""Real-scan check of the WMH and MS lesion bundles: train on one MS patient, segment the other, and
+compare with a plain FLAIR-hyperintensity threshold, both scored by the same lesion evaluation code.
 
-The data are the two patients of ``$BRAINBUNDLES_DATA/ms`` (Lesjak et al. 2018: FLAIR, T1, 3-rater
-consensus lesion mask; skull-stripped, 1 mm, MNI space). White-matter MS lesions are hyper-intense on FLAIR
-like WMH, so the bundle's task applies. With one training scan there is no held-out validation scan:
+The data are the two patients of ``$BRAINBUNDLES_DATA/ms`` (Lesjak et al. 2018: FLAIR, T1, T2, T1-Gd,
+3-rater consensus lesion mask; skull-stripped, 1 mm, MNI space). White-matter MS lesions are
+hyper-intense on FLAIR like WMH, so the WMH bundle's task applies too (``--sequences FLAIR,T1``, its
+two channels); the MS bundle takes any of the sequences. With one training scan there is no held-out validation scan:
 the training scan is also the validation fold (it only picks the checkpoint), and the test patient is
 never seen in training.
 
@@ -13,7 +14,8 @@ steps of 0.1) that maximises Dice on the *training* patient, then applied unchan
 
 Usage::
 
-    python benchmarks/wmh_ms_patients.py --out runs/wmh_ms [--epochs 100]
+    python benchmarks/ms_patients.py --out runs/wmh_ms [--epochs 100]
+    python benchmarks/ms_patients.py --bundle ms_lesion_mri_segmentation --sequences FLAIR,T1,T2 --out runs/ms
 
 Writes ``<out>/results.json`` and prints one line per direction and method.
 """
@@ -43,9 +45,17 @@ BUNDLE_SETTINGS = {
 THRESHOLDS = np.round(np.arange(0.5, 5.01, 0.1), 2)
 
 
-def _item(root: Path, patient: str) -> dict:
+#: the sequences of the open MS data, by the bundles' channel names
+FILES = {"FLAIR": "FLAIR.nii.gz", "T1": "T1.nii.gz", "T2": "T2.nii.gz", "T1Gd": "T1POST.nii.gz"}
+
+
+def _item(root: Path, patient: str, sequences: list[str]) -> dict:
     d = root / patient
-    return {"image": [str(d / "FLAIR.nii.gz"), str(d / "T1.nii.gz")], "label": str(d / "consensus_gt.nii.gz")}
+    return {
+        "image": [str(d / FILES[s]) for s in sequences],
+        "channels": list(sequences),
+        "label": str(d / "consensus_gt.nii.gz"),
+    }
 
 
 def flair_threshold(flair: np.ndarray, threshold: float, min_voxels: float) -> np.ndarray:
@@ -87,6 +97,9 @@ def main() -> None:
     parser.add_argument("--train", choices=PATIENTS, help="only this training direction")
     parser.add_argument("--samples", type=int, default=8, help="patches per scan and epoch")
     parser.add_argument(
+        "--sequences", default="FLAIR,T1", help=f"comma-separated, of {', '.join(FILES)} (FLAIR first)"
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=JSON", help="bundle config override"
     )
     args = parser.parse_args()
@@ -96,15 +109,21 @@ def main() -> None:
         raise SystemExit(
             f"{root}: expected {', '.join(PATIENTS)} with FLAIR, T1 and consensus_gt (set BRAINBUNDLES_DATA)"
         )
-    results = {"settings": {**settings, "epochs": args.epochs, "samples": args.samples}, "runs": []}
+    sequences = args.sequences.split(",")
+    if sequences[0] != "FLAIR" or not set(sequences) <= set(FILES):
+        raise SystemExit(f"--sequences: FLAIR first, then any of {', '.join(FILES)}; got {args.sequences}")
+    results = {
+        "settings": {**settings, "epochs": args.epochs, "samples": args.samples, "sequences": sequences},
+        "runs": [],
+    }
     for train_p, test_p in (PATIENTS, PATIENTS[::-1]):
         if args.train and train_p != args.train:
             continue
         run = out / f"train_{train_p}"
-        train, test = _item(root, train_p), _item(root, test_p)
+        train, test = _item(root, train_p, sequences), _item(root, test_p, sequences)
         # one training scan: it is fold 1 (training) and, under another id, fold 0 (validation)
         datalist = {
-            "channels": ["FLAIR", "T1"],
+            "channels": sequences,
             "training": [
                 {**train, "case": train_p, "fold": 1},
                 {**train, "case": f"{train_p}_val", "fold": 0},
@@ -129,7 +148,7 @@ def main() -> None:
         report = evaluate_lesion_items(
             [{**test, "case": test_p}], run / "predictions", run / "evaluation", ignore_label=None
         )
-        network = report["per_case"][test_p]["WMH"]
+        (network,) = report["per_case"][test_p].values()
         min_mm3 = json.loads((bundle / "configs" / "common.json").read_text())["min_lesion_mm3"]
         threshold, base = baseline(train, test, min_mm3)
         results["runs"].append(
