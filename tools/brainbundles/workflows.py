@@ -443,7 +443,8 @@ def run_demo(
         missing_sequences and profile.get("missing_sequences", True) and len(channels) > 1
     ):  # the same held-out cases, each sequence left out in turn
         metrics["scores_without"] = {}
-        for ch in channels:
+        present = {c for it in items for c in (it.get("channels") or channels)}
+        for ch in [c for c in channels if c in present]:  # not a sequence no held-out case has
             tag = f"without_{ch}"
             datalist = {"channels": channels, "testing": _without(items, ch, channels)}
             write_json_atomic(datalist, out / "data" / f"datalist_{tag}.json")
