@@ -140,6 +140,7 @@ def test_exported_program_runs_without_brainbundles(task, tmp_path, untrained_ex
         "tissue": None,
         "brats": {"network_def#init_filters": 8, "patch_size": [32, 32, 32]},
         "wmh": {"network_def#features": [4, 8, 16], "patch_size": [32, 32, 32]},
+        "ms": {"network_def#features": [4, 8, 16], "patch_size": [32, 32, 32]},
     }[task]
     bundle = untrained_export(tmp_path / task, task, overrides)
     net = build_network(bundle)
