@@ -58,3 +58,43 @@ def multi_process_training() -> Callable[..., None]:
                 warnings.warn(f"multi-process training failed once, retrying: {e}", stacklevel=2)
 
     return train
+
+
+#: the shared bad-input cases every bundle must report by file (and skip, writing the others)
+BAD_INPUTS = ("nan", "zeros", "flat", "fourd", "corrupt")
+
+
+@pytest.fixture(scope="session")
+def bad_input_cases() -> Callable[..., list[Path]]:
+    """``make(root, first="FLAIR", other="T1")``: one case folder per :data:`BAD_INPUTS` entry under
+    ``root``, with files ``<name>_<first>.nii.gz`` and ``<name>_<other>.nii.gz``: a first sequence with
+    NaNs, all zeros, 2-D or 4-D, and (``corrupt``) a second sequence that is not a NIfTI file."""
+    import nibabel as nib
+    import numpy as np
+
+    def save(array, path: Path) -> None:
+        nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), path)
+
+    def make(root: Path, first: str = "FLAIR", other: str = "T1") -> list[Path]:
+        rng = np.random.default_rng(0)
+        vol = rng.random((20, 20, 20)).astype(np.float32)
+        firsts = {
+            "nan": np.where(vol > 0.5, np.nan, vol),
+            "zeros": np.zeros((20, 20, 20), np.float32),
+            "flat": rng.random((20, 20)).astype(np.float32),
+            "fourd": rng.random((20, 20, 20, 2)).astype(np.float32),
+            "corrupt": vol,
+        }
+        folders = []
+        for name in BAD_INPUTS:
+            d = root / name
+            d.mkdir(parents=True)
+            save(firsts[name], d / f"{name}_{first}.nii.gz")
+            if name == "corrupt":
+                (d / f"{name}_{other}.nii.gz").write_bytes(b"not a nifti file")
+            else:
+                save(vol, d / f"{name}_{other}.nii.gz")
+            folders.append(d)
+        return folders
+
+    return make

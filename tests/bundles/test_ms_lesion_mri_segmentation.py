@@ -188,31 +188,13 @@ def test_any_subset_of_sequences_writes_the_input_geometry(trained, tmp_path, se
     assert set(record["lesions"]) == {"lesion"}
 
 
-def test_bad_inputs_are_reported_and_batch_goes_on(trained, phantoms, tmp_path):
+def test_bad_inputs_are_reported_and_batch_goes_on(trained, phantoms, tmp_path, bad_input_cases):
     good = next(p for p in sorted(phantoms.iterdir()) if (p / "Preprocessed_Data").is_dir())
     bad = tmp_path / "bad"
-    rng = np.random.default_rng(0)
-    vol = rng.random((20, 20, 20)).astype(np.float32)
-    cases = {
-        "nan": np.where(vol > 0.5, np.nan, vol),
-        "zeros": np.zeros((20, 20, 20), np.float32),
-        "flat": rng.random((20, 20)).astype(np.float32),
-        "fourd": rng.random((20, 20, 20, 2)).astype(np.float32),
-    }
-    folders = []
-    for name, flair in cases.items():
-        d = bad / name
-        d.mkdir(parents=True)
-        _save(flair, np.eye(4), d / f"{name}_FLAIR.nii.gz")
-        _save(vol, np.eye(4), d / f"{name}_T1.nii.gz")
-        folders.append(d)
-    corrupt = bad / "corrupt"
-    corrupt.mkdir()
-    _save(vol, np.eye(4), corrupt / "corrupt_FLAIR.nii.gz")
-    (corrupt / "corrupt_T1.nii.gz").write_bytes(b"not a nifti file")
-    folders.append(corrupt)
+    folders = bad_input_cases(bad)
     grids = bad / "grids"
     grids.mkdir()
+    vol = np.random.default_rng(0).random((20, 20, 20))
     _save(vol, np.eye(4), grids / "grids_FLAIR.nii.gz")
     _save(vol[:18], np.eye(4), grids / "grids_T1.nii.gz")
     folders.append(grids)
@@ -224,7 +206,7 @@ def test_bad_inputs_are_reported_and_batch_goes_on(trained, phantoms, tmp_path):
     with pytest.raises(InputError) as err:
         run_inference(trained, [case, *folders], output_dir=out)
     msg = str(err.value)
-    for name in cases:
+    for name in ("nan", "zeros", "flat", "fourd"):
         assert f"{name}_FLAIR.nii.gz" in msg, f"{name} not reported"
     assert "corrupt_T1.nii.gz" in msg and "grids_T1.nii.gz" in msg
     assert "6 of 7 input cases failed" in msg
