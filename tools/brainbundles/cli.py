@@ -145,6 +145,21 @@ class Commands:
             bundle, dataset_dir, datalist, multi_gpu=multi_gpu, nproc=nproc, phase2=phase2, **overrides
         )
 
+    def train_cv(self, bundle: str, dataset_dir: str, datalist: str, folds: int = 5, **overrides) -> str:
+        """K-fold cross-validation (`brainbundles train-cv BUNDLE --dataset_dir D --datalist F --folds K`):
+        each fold trained through the MONAI bundle runner into models/fold_<k>/ and evaluated into
+        eval/fold_<k>/, then eval/cv_summary.json/.csv with mean ± sd over the folds; run it again after
+        an interruption and it goes on at the unfinished fold."""
+        from brainbundles.workflows import resolve_bundle, run_cross_validation
+
+        result = run_cross_validation(bundle, dataset_dir, datalist, folds=folds, **overrides)
+        lines = [
+            f"{c} {m}: {v['mean']:.4f} ± {v['sd']:.4f} (n={v['n']})"
+            for c, ms in result["summary"].items()
+            for m, v in ms.items()
+        ]
+        return "\n".join(lines + [f"summary in {resolve_bundle(bundle) / 'eval' / 'cv_summary.json'}"])
+
     def export(
         self,
         bundle: str,

@@ -31,6 +31,8 @@ __all__ = [
     "copy_bundle",
     "run_training",
     "TrainingProcessError",
+    "run_evaluation",
+    "run_cross_validation",
     "run_inference",
     "DEMO_PROFILES",
     "run_demo",
@@ -132,6 +134,50 @@ def _runner_args(overrides: Mapping[str, object]) -> list[str]:
     return args
 
 
+def _runner_command(
+    root: Path,
+    run_id: str,
+    files: Sequence[str],
+    dataset_dir: str | os.PathLike,
+    datalist: str | os.PathLike,
+    overrides: Mapping[str, object],
+) -> list[str]:
+    """``monai.bundle run <run_id> ...`` for the bundle at ``root`` with its config ``files``, data and
+    ``overrides`` (to follow ``python -m``)."""
+    return [
+        "monai.bundle",
+        "run",
+        run_id,
+        "--meta_file",
+        str(root / "configs" / "metadata.json"),
+        "--config_file",
+        json.dumps(list(files)),
+        "--logging_file",
+        str(root / "configs" / "logging.conf"),
+        "--bundle_root",
+        str(root),
+        "--dataset_dir",
+        str(Path(dataset_dir).resolve()),
+        "--data_list_file_path",
+        str(Path(datalist).resolve()),
+    ] + _runner_args(overrides)
+
+
+def run_evaluation(
+    bundle: str | os.PathLike, dataset_dir: str | os.PathLike, datalist: str | os.PathLike, **overrides
+) -> Path:
+    """Evaluate the trained bundle on its validation fold through the MONAI bundle runner (``monai.bundle
+    run evaluating`` with ``configs/evaluate.json``), in a child process; returns the report
+    ``<output_dir>/metrics.json`` (``output_dir`` from ``overrides``, else the bundle's ``eval/``)."""
+    root = resolve_bundle(bundle)
+    cmd = [sys.executable, "-m"] + _runner_command(
+        root, "evaluating", config_files(root, "evaluate"), dataset_dir, datalist, overrides
+    )
+    logger.info("running: %s", " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return Path(str(overrides.get("output_dir", root / "eval"))) / "metrics.json"
+
+
 def run_training(
     bundle: str | os.PathLike,
     dataset_dir: str | os.PathLike,
@@ -159,27 +205,7 @@ def run_training(
         if multi_gpu
         else [sys.executable, "-m"]
     )
-    cmd = (
-        launcher
-        + [
-            "monai.bundle",
-            "run",
-            "training",
-            "--meta_file",
-            str(root / "configs" / "metadata.json"),
-            "--config_file",
-            json.dumps(files),
-            "--logging_file",
-            str(root / "configs" / "logging.conf"),
-            "--bundle_root",
-            str(root),
-            "--dataset_dir",
-            str(Path(dataset_dir).resolve()),
-            "--data_list_file_path",
-            str(Path(datalist).resolve()),
-        ]
-        + _runner_args(overrides)
-    )
+    cmd = launcher + _runner_command(root, "training", files, dataset_dir, datalist, overrides)
     logger.info("running: %s", " ".join(cmd))
     started = time.time()
     try:
@@ -188,6 +214,68 @@ def run_training(
         if not multi_gpu:
             raise
         raise TrainingProcessError(e.returncode, e.cmd, stderr=_process_log_tails(log_dir, started)) from None
+
+
+def _datalist_folds(datalist: str | os.PathLike) -> list[int]:
+    """The fold numbers of a datalist's training items."""
+    items = json.loads(Path(datalist).read_text()).get("training") or []
+    return sorted({int(it["fold"]) for it in items if "fold" in it})
+
+
+def run_cross_validation(
+    bundle: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    datalist: str | os.PathLike,
+    folds: int = 5,
+    **overrides,
+) -> dict:
+    """K-fold cross-validation of a bundle through the MONAI bundle runner, resumable.
+
+    Fold ``k`` is a plain ``monai.bundle run training --fold k`` with ``ckpt_dir`` set to
+    ``<bundle>/models/fold_<k>`` and ``output_dir`` to ``<bundle>/eval/fold_<k>``, followed by the bundle's
+    evaluation of its validation fold (``<bundle>/eval/fold_<k>/metrics.json``). A fold whose report
+    exists is done and skipped; an interrupted fold resumes from its ``last.pt``; so a killed run, started
+    again, goes on at the unfinished fold. Then ``<bundle>/eval/cv_summary.json`` and ``.csv`` hold each
+    fold's mean metrics (per class) and their mean ± sd over the folds, which is also returned (the
+    shape of :func:`brainbundles.metrics.evaluate_items`, with folds for cases).
+    """
+    from brainbundles.metrics import summarize, write_report
+
+    root = resolve_bundle(bundle)
+    if int(folds) < 2:
+        raise ValueError(f"folds: cross-validation needs at least 2 folds, got {folds}")
+    have = _datalist_folds(datalist)
+    missing = [k for k in range(int(folds)) if k not in have]
+    if missing:
+        raise ValueError(
+            f"{datalist}: no training items in fold(s) {missing} of {folds} (the datalist has folds {have}); "
+            f"make it with `brainbundles datalist ... --folds {folds}`"
+        )
+    per_fold: dict[str, dict] = {}
+    for k in range(int(folds)):
+        ckpt, out = root / "models" / f"fold_{k}", root / "eval" / f"fold_{k}"
+        report = out / "metrics.json"
+        fold_overrides = {**overrides, "fold": k, "ckpt_dir": str(ckpt), "output_dir": str(out)}
+        if report.is_file():
+            logger.info("cross-validation: fold %d of %d already done (%s)", k + 1, folds, report)
+        else:
+            logger.info("cross-validation: fold %d of %d", k + 1, folds)
+            run_training(root, dataset_dir, datalist, **fold_overrides)
+            eval_overrides = {
+                key: v for key, v in fold_overrides.items() if key in ("fold", "ckpt_dir", "output_dir")
+            }
+            run_evaluation(root, dataset_dir, datalist, **eval_overrides)
+        summary = json.loads(report.read_text())["summary"]
+        per_fold[f"fold_{k}"] = {  # NaN is stored as null
+            c: {m: float("nan") if v["mean"] is None else v["mean"] for m, v in ms.items()}
+            for c, ms in summary.items()
+        }
+    json_path, _ = write_report(per_fold, root / "eval", prefix="cv_summary")
+    report = json.loads(json_path.read_text())  # the report's rows are folds here, not cases
+    write_json_atomic({"per_fold": report["per_case"], "summary": report["summary"]}, json_path)
+    result = {"per_fold": per_fold, "summary": summarize(per_fold)}
+    logger.info("cross-validation summary in %s", root / "eval" / "cv_summary.json")
+    return result
 
 
 class TrainingProcessError(subprocess.CalledProcessError):
