@@ -236,8 +236,9 @@ def run_cross_validation(
     evaluation of its validation fold (``<bundle>/eval/fold_<k>/metrics.json``). A fold whose report
     exists is done and skipped; an interrupted fold resumes from its ``last.pt``; so a killed run, started
     again, goes on at the unfinished fold. Then ``<bundle>/eval/cv_summary.json`` and ``.csv`` hold each
-    fold's mean metrics (per class) and their mean ± sd over the folds, which is also returned (the
-    shape of :func:`brainbundles.metrics.evaluate_items`, with folds for cases).
+    fold's mean metrics (per class) and their mean ± sd over the folds (a fold whose mean is NaN is left
+    out of that metric and counted in ``n_nan``), which is also returned: ``{"per_fold": {fold: {class:
+    {metric: mean}}}, "summary": {class: {metric: {"mean", "sd", "n", "n_nan"}}}}``.
     """
     from brainbundles.metrics import summarize, write_report
 
