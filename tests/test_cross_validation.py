@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
+from brainbundles.bundle.verify import parse_bundle
 from brainbundles.data.phantom import write_phantom_dataset
-from brainbundles.workflows import copy_bundle, run_cross_validation
+from brainbundles.workflows import copy_bundle, run_cross_validation, run_inference
 
 TINY = {"network_def#features": [4, 8, 16], "network_def#dropout": 0.0, "patch_size": [32, 32, 32]}
 FAST = {"epochs": 1, "num_workers": 0, "num_samples": 1, "batch_size": 2, "val_interval": 1}
@@ -80,6 +82,23 @@ def test_three_folds_killed_then_resumed_summary_matches_the_fold_reports(phanto
     csv = (bundle / "eval" / "cv_summary.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in csv[1:]] == ["fold_0", "fold_1", "fold_2", "mean", "sd"]
     assert "± " in done.stdout and "dice" in done.stdout.lower()
+
+    # the bundle now holds three fold models: inference averages them, with or without mirroring TTA,
+    # and writes the same geometry either way
+    assert len(parse_bundle(bundle, "inference").get_parsed_content("ensemble")) == 3
+    image = (
+        phantoms / datalist[0]["image"][0]
+        if isinstance(datalist[0]["image"], list)
+        else phantoms / datalist[0]["image"]
+    )
+    ref = nib.load(image)
+    segs = []
+    for name, extra in (("plain", {}), ("tta", {"tta_flip_axes": [0, 1, 2]})):
+        out = run_inference(bundle, [image], output_dir=tmp_path / name, **extra)
+        seg = nib.load(next(out.glob("*_seg.nii.gz")))
+        assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
+        segs.append(np.asanyarray(seg.dataobj))
+    assert (segs[0] == segs[1]).mean() > 0.9  # the same segmentation, up to the averaged views
 
 
 def test_datalist_without_enough_folds_is_refused(phantoms, tmp_path):

@@ -128,7 +128,8 @@ class TrainingCheckpoint:
 
 class LoadWeights:
     """Load a bundle's trained weights into the network when an engine starts (inference and
-    evaluation): ``<ckpt_dir>/model.safetensors``, else ``<ckpt_dir>/model.pt`` read with
+    evaluation): ``<ckpt_dir>/model.safetensors``, else ``<ckpt_dir>/model.pt`` (a bundle holding only
+    fold models, ``<ckpt_dir>/fold_<k>/``, loads the first; the ensemble inferer loads each) read with
     ``torch.load(weights_only=True)``, which refuses a pickle that would run code
     (:func:`brainbundles.bundle.weights.load_weights`)."""
 
@@ -140,6 +141,6 @@ class LoadWeights:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        path = find_weights(self.ckpt_dir)
+        path = find_weights(self.ckpt_dir, folds=True)
         self.network.load_state_dict(load_weights(path))
         logger.info("loaded the weights in %s", path)

@@ -22,8 +22,10 @@ by ``Invertd``. The measurements behind these defaults are in the repository REA
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +35,12 @@ from monai.utils import convert_to_dst_type
 
 __all__ = [
     "PRECISIONS",
+    "EnsembleInferer",
     "FastInferer",
     "autocast_dtype",
     "cpu_has_amx",
     "cuda_amp",
+    "ensemble_members",
     "to_channels_last",
 ]
 
@@ -172,3 +176,82 @@ class FastInferer(Inferer):
         if isinstance(inputs, MetaTensor):  # the input's metadata, as MONAI's inferers give it
             out = convert_to_dst_type(out, inputs)[0]
         return out
+
+
+def ensemble_members(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """The members of a bundle's fold ensemble: :func:`brainbundles.bundle.weights.fold_weights`."""
+    from brainbundles.bundle.weights import fold_weights
+
+    return fold_weights(ckpt_dir)
+
+
+def _views(spatial_dims: int, flip_axes: Sequence[int], rot90: bool) -> list[tuple[tuple[int, ...], int]]:
+    """Test-time views as ``(flipped spatial axes, quarter turns in the plane of spatial axes 0 and 1)``:
+    every combination of the ``flip_axes`` (the identity first), each also turned by 1-3 quarters with
+    ``rot90``."""
+    axes = sorted({int(a) for a in flip_axes})
+    if any(not 0 <= a < spatial_dims for a in axes):
+        raise ValueError(f"flip_axes: spatial axes in 0..{spatial_dims - 1}, got {list(flip_axes)}")
+    flips = [tuple(a for i, a in enumerate(axes) if m >> i & 1) for m in range(2 ** len(axes))]
+    return [(f, k) for f in flips for k in (range(4) if rot90 else (0,))]
+
+
+class EnsembleInferer(Inferer):
+    """Mean class probabilities over ensemble members and test-time views, as logits.
+
+    Each member (a weights file, :func:`ensemble_members`) is loaded in turn into the network; each view
+    of the input (mirrored along ``flip_axes``, every combination, and with ``rot90`` also turned by a
+    quarter, half and three quarters in the plane of spatial axes 0 and 1, the axial plane in RAS) goes
+    through ``inferer`` and is mapped back; the ``activation`` (``"softmax"`` over channels or
+    ``"sigmoid"``) of each output is averaged. The mean ``p`` is returned as ``log p`` (softmax) or
+    ``logit p`` (sigmoid), so the bundle's usual activation in its postprocessing gives ``p`` exactly.
+    With no member and no augmentation the wrapped inferer's output is returned unchanged.
+    """
+
+    def __init__(
+        self,
+        inferer: Callable,
+        members: Sequence[str | os.PathLike] = (),
+        activation: str = "softmax",
+        flip_axes: Sequence[int] = (),
+        rot90: bool = False,
+        eps: float = 1e-6,
+    ) -> None:
+        if activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"activation: 'softmax' or 'sigmoid', got {activation!r}")
+        self.inferer, self.members, self.activation = inferer, [Path(m) for m in members], activation
+        self.flip_axes, self.rot90, self.eps = tuple(flip_axes), bool(rot90), float(eps)
+        self._states: list[dict] | None = None
+
+    def _member_states(self) -> list[dict]:
+        if self._states is None:
+            from brainbundles.bundle.weights import load_weights
+
+            self._states = [load_weights(m) for m in self.members]
+        return self._states
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+        views = _views(inputs.dim() - 2, self.flip_axes, self.rot90)
+        if not self.members and len(views) == 1:
+            return self.inferer(inputs, network, *args, **kwargs)
+        net = getattr(network, "module", network)
+        total, n = None, 0
+        for state in self._member_states() or [None]:
+            if state is not None:
+                net.load_state_dict(state)
+            for flips, turns in views:
+                dims = [2 + a for a in flips]
+                x = torch.flip(inputs, dims) if dims else inputs
+                x = torch.rot90(x, turns, (2, 3)) if turns else x
+                out = self.inferer(x, network, *args, **kwargs)
+                out = torch.rot90(out, -turns, (2, 3)) if turns else out
+                out = torch.flip(out, dims) if dims else out
+                prob = (
+                    torch.softmax(out.float(), 1)
+                    if self.activation == "softmax"
+                    else torch.sigmoid(out.float())
+                )
+                total = prob if total is None else total + prob
+                n += 1
+        mean = (total / n).clamp(self.eps, 1 - self.eps)
+        return torch.log(mean) if self.activation == "softmax" else torch.log(mean) - torch.log1p(-mean)

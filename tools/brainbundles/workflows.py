@@ -90,7 +90,7 @@ def find_bundle(bundle: str | os.PathLike, sha256: str | None = None, trust: boo
     local = bundles_dir() / name
     if (local / "configs" / "common.json").is_file():
         try:
-            find_weights(local / "models")
+            find_weights(local / "models", folds=True)
             return resolve_bundle(local)
         except FileNotFoundError:
             if lookup(name) is None:  # nothing published either: say the weights are missing
@@ -328,7 +328,7 @@ def run_inference(
     from brainbundles.bundle.weights import find_weights
 
     root = find_bundle(bundle, sha256=sha256, trust=trust)
-    find_weights(root / "models")
+    find_weights(root / "models", folds=True)
     args: dict[str, object] = {"bundle_root": str(root), "output_dir": str(Path(output_dir).resolve())}
     if inputs:
         args["input_files"] = [_absolute(p) for p in ([inputs] if isinstance(inputs, str) else inputs)]

@@ -15,6 +15,7 @@ import torch
 from brainbundles.fileio import atomic_write
 
 __all__ = [
+    "fold_weights",
     "WEIGHT_FILES",
     "PICKLE_SUFFIXES",
     "UnsafeFileError",
@@ -33,11 +34,28 @@ class UnsafeFileError(ValueError):
     """A file would run code, or reach outside its folder, if it were used."""
 
 
-def find_weights(ckpt_dir: str | os.PathLike) -> Path:
-    """The bundle's weights file in ``ckpt_dir``: ``model.safetensors``, else ``model.pt``."""
+def fold_weights(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """The fold models of a cross-validated bundle (``brainbundles train-cv``): the weights file of each
+    ``<ckpt_dir>/fold_<k>/``, sorted by fold number; folds without weights yet are left out; empty for a
+    single-model bundle."""
+    folds = [d for d in Path(ckpt_dir).glob("fold_*") if d.is_dir() and d.name[5:].isdigit()]
+    members = []
+    for d in sorted(folds, key=lambda d: int(d.name[5:])):
+        try:
+            members.append(find_weights(d))
+        except FileNotFoundError:
+            continue  # a fold still training
+    return members
+
+
+def find_weights(ckpt_dir: str | os.PathLike, folds: bool = False) -> Path:
+    """The bundle's weights file in ``ckpt_dir``: ``model.safetensors``, else ``model.pt``; with
+    ``folds``, a bundle that holds only fold models gives its first (:func:`fold_weights`)."""
     for name in WEIGHT_FILES:
         if (Path(ckpt_dir) / name).is_file():
             return Path(ckpt_dir) / name
+    if folds and (members := fold_weights(ckpt_dir)):
+        return members[0]
     raise FileNotFoundError(
         f"{Path(ckpt_dir) / WEIGHT_FILES[0]}: the bundle has no trained weights "
         f"(neither {' nor '.join(WEIGHT_FILES)}); train it first"
