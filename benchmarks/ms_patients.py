@@ -58,6 +58,29 @@ def _item(root: Path, patient: str, sequences: list[str]) -> dict:
     }
 
 
+def _phantom_items(out: Path, cases: int, sequences: list[str]) -> list[dict]:
+    """``cases`` MS phantoms at the real scans' size (1 mm) as training items (fold 1) with the
+    ``sequences`` they have (FLAIR, T1, T2; no T1-Gd)."""
+    from brainbundles.data.phantom import write_phantom_dataset
+
+    data = write_phantom_dataset(
+        "ms", out, cases=cases, folds=1, shape=(160, 192, 160), spacing=(1.0, 1.0, 1.0)
+    )
+    items = []
+    for it in json.loads((data / "datalist.json").read_text())["training"]:
+        keep = [i for i, c in enumerate(it["channels"]) if c in sequences]
+        items.append(
+            {
+                "image": [str(data / it["image"][i]) for i in keep],
+                "channels": [it["channels"][i] for i in keep],
+                "label": str(data / it["label"]),
+                "case": it["case"],
+                "fold": 1,
+            }
+        )
+    return items
+
+
 def flair_threshold(flair: np.ndarray, threshold: float, min_voxels: float) -> np.ndarray:
     """Voxels of the brain (non-zero FLAIR) whose FLAIR z-score exceeds ``threshold``, as 0/1, with
     26-connected lesions smaller than ``min_voxels`` removed."""
@@ -100,6 +123,12 @@ def main() -> None:
         "--sequences", default="FLAIR,T1", help=f"comma-separated, of {', '.join(FILES)} (FLAIR first)"
     )
     parser.add_argument(
+        "--phantoms",
+        type=int,
+        default=0,
+        help="also train on this many synthetic MS phantoms (brainbundles phantom ms) besides the patient",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=JSON", help="bundle config override"
     )
     args = parser.parse_args()
@@ -113,7 +142,13 @@ def main() -> None:
     if sequences[0] != "FLAIR" or not set(sequences) <= set(FILES):
         raise SystemExit(f"--sequences: FLAIR first, then any of {', '.join(FILES)}; got {args.sequences}")
     results = {
-        "settings": {**settings, "epochs": args.epochs, "samples": args.samples, "sequences": sequences},
+        "settings": {
+            **settings,
+            "epochs": args.epochs,
+            "samples": args.samples,
+            "sequences": sequences,
+            "phantoms": args.phantoms,
+        },
         "runs": [],
     }
     for train_p, test_p in (PATIENTS, PATIENTS[::-1]):
@@ -131,6 +166,8 @@ def main() -> None:
             "testing": [{**test, "case": test_p}],
         }
         run.mkdir(parents=True, exist_ok=True)
+        if args.phantoms:
+            datalist["training"] += _phantom_items(run / "phantoms", args.phantoms, sequences)
         (run / "datalist.json").write_text(json.dumps(datalist, indent=1))
         bundle = copy_bundle(args.bundle, run / "bundle", settings)
         t0 = time.perf_counter()
