@@ -96,3 +96,23 @@ def test_tune_lesion_threshold_picks_the_best_mean_dice_and_stores_it(tmp_path):
         tune_lesion_threshold(net, cases, lambda x, n: n(x), ckpt, tmp_path / "x.json", enabled=False) is None
     )
     assert not (tmp_path / "x.json").exists()
+
+
+def test_tune_lesion_threshold_ignores_the_ignore_label(tmp_path):
+    """A shell labelled 2 ("other pathology" in the WMH challenge) counts neither way: with it ignored,
+    every cut between the background and the lesion is perfect and the tie goes to 0.5."""
+    ref = np.zeros((1, 12, 12, 12), np.float32)
+    ref[0, 2:8, 2:8, 2:8] = 2
+    ref[0, 3:7, 3:7, 3:7] = 1
+    p = np.full(ref.shape, 0.05)
+    p[ref == 2] = 0.62
+    p[ref == 1] = 0.8
+    logit = np.log(p / (1 - p)).astype(np.float32)
+    cases = [{"image": torch.from_numpy(logit), "label": MetaTensor(torch.from_numpy(ref))}]
+    net = _Prob()
+    ckpt = tmp_path / "models"
+    ckpt.mkdir()
+    torch.save(net.state_dict(), ckpt / "model.pt")
+    infer = lambda x, n: n(x)  # noqa: E731
+    assert tune_lesion_threshold(net, cases, infer, ckpt, tmp_path / "a.json", ignore_label=2) == 0.5
+    assert 0.62 < tune_lesion_threshold(net, cases, infer, ckpt, tmp_path / "b.json") <= 0.8

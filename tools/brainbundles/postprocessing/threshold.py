@@ -122,6 +122,7 @@ def tune_lesion_threshold(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     lesion_channel: int = 1,
     lesion_label: int = 1,
+    ignore_label: int | None = None,
     enabled: bool = True,
 ) -> float | None:
     """Choose the lesion probability threshold that maximises the mean Dice over ``cases`` (a dataset
@@ -129,7 +130,8 @@ def tune_lesion_threshold(
     whole fold, also in a multi-process run), with the trained
     weights of ``ckpt_dir`` loaded into ``network`` and ``inferer`` (sliding window) applied as at
     inference; write it to ``out_file`` (JSON: ``threshold``, the mean Dice per threshold, the number of
-    cases) and return it. Ties go to the threshold closest to 0.5. Only the first process of a
+    cases) and return it. Voxels labelled ``ignore_label`` (e.g. the WMH challenge's "other
+    pathology") count neither way, as in evaluation. Ties go to the threshold closest to 0.5. Only the first process of a
     multi-process run does the work; ``enabled=False`` (or no validation case) does nothing."""
     import torch.distributed as dist
 
@@ -149,6 +151,8 @@ def tune_lesion_threshold(
             prob = torch.softmax(logits.float(), dim=1)[0, lesion_channel].cpu().numpy()
             ref, voxel = _array_and_voxel(label)
             ref = ref[0]
+            if ignore_label is not None:
+                prob = np.where(ref == ignore_label, 0.0, prob)
             scores.append(threshold_dice(prob, ref == lesion_label, thresholds, min_lesion_mm3 / voxel))
     if not scores:
         logger.warning("tune_lesion_threshold: no validation case; the threshold is not tuned")
