@@ -98,3 +98,34 @@ def bad_input_cases() -> Callable[..., list[Path]]:
         return folders
 
     return make
+
+
+@pytest.fixture(scope="session")
+def check_uncertainty_and_crf() -> Callable[[Path, Path], None]:
+    """A check of what inference with ``uncertainty=True, crf=True`` leaves (see ``_check_uncertainty``)."""
+    return _check_uncertainty
+
+
+def _check_uncertainty(out: Path, reference: Path) -> None:
+    """What inference with ``uncertainty=True, crf=True`` must leave in ``out`` for a case whose native
+    scan is ``reference``: the label map and the uncertainty map (normalised entropy, float32 in [0, 1])
+    on the scan's grid, and the per-case summary in the case's record and in ``volumes.csv``."""
+    import csv
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    ref = nib.load(reference)
+    seg = nib.load(next(out.glob("*_seg.nii.gz")))
+    unc = nib.load(next(out.glob("*_uncertainty.nii.gz")))
+    for img in (seg, unc):
+        assert img.shape == ref.shape[:3] and np.allclose(img.affine, ref.affine, atol=1e-5)
+    u = unc.get_fdata()
+    assert unc.get_data_dtype() == np.float32 and 0.0 <= u.min() and u.max() <= 1.0 and u.max() > 0
+    record = json.loads(next(out.glob("*_volumes.json")).read_text())["uncertainty"]
+    voxel_ml = abs(np.linalg.det(ref.affine[:3, :3])) / 1000
+    assert record["uncertain_ml"] == pytest.approx(u.sum() * voxel_ml, rel=1e-3, abs=1e-3)
+    assert 0.0 <= record["mean_in_segmentation"] <= 1.0
+    with open(out / "volumes.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["uncertain_ml"]) == record["uncertain_ml"]

@@ -196,6 +196,18 @@ def test_inference_native_space_any_orientation(trained, tmp_path):
     assert (out / "volumes.csv").is_file() and next(out.glob("*_overlay.png")).stat().st_size > 1000
 
 
+def test_uncertainty_map_and_crf_in_native_space(trained, tmp_path, check_uncertainty_and_crf):
+    """With ``uncertainty`` and ``crf`` switched on, an LPS anisotropic scan gets its label map and its
+    uncertainty map on its own grid (the CRF runs before ``Invertd``)."""
+    data = write_phantom_dataset(
+        "tissue", tmp_path / "lps", cases=1, seed=9, shape=(36, 44, 30), spacing=(1.2, 1.0, 2.0),
+        orientation="LPS", folds=1,
+    )  # fmt: skip
+    image = next(data.glob("*/*_ana_strip.nii.gz"))
+    out = run_inference(trained, [image], output_dir=tmp_path / "out", uncertainty=True, crf=True)
+    check_uncertainty_and_crf(out, image)
+
+
 def _write(path: Path, data: np.ndarray, affine=None) -> Path:
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
     return path

@@ -203,6 +203,18 @@ def test_inference_all_sequences_lps_int16_both_conventions(trained, tmp_path):
     assert np.array_equal(written["brats2019"], np.where(written["brats2023"] == 3, 4, written["brats2023"]))
 
 
+def test_uncertainty_map_and_crf_for_nested_regions(trained, tmp_path, check_uncertainty_and_crf):
+    """The tumour bundle's sigmoid regions: the CRF and the uncertainty run per region (multi-label),
+    and the map takes the LPS scan's grid."""
+    data = write_phantom_dataset(
+        "brats", tmp_path / "lps", cases=1, seed=11, shape=(36, 44, 30), spacing=(3.0, 2.5, 3.5),
+        orientation="LPS", folds=1,
+    )  # fmt: skip
+    case = _case_dir(data, "training")
+    out = run_inference(trained, [case], output_dir=tmp_path / "out", uncertainty=True, crf=True)
+    check_uncertainty_and_crf(out, next(case.glob("*_t1.nii.gz")))
+
+
 def test_inference_with_flair_and_t1c_only(trained, phantoms, tmp_path, capsys):
     case = _case_dir(phantoms)
     files = [f"FLAIR={next(case.glob('*_flair.nii.gz'))}", f"T1c={next(case.glob('*_t1ce.nii.gz'))}"]

@@ -188,6 +188,19 @@ def test_thick_slice_flair_with_1mm_t1_writes_on_the_flair_grid(trained, tmp_pat
     assert record["image"] == str(f) and set(record["lesions"]) == {"WMH"}
 
 
+def test_uncertainty_map_and_crf_on_the_flair_grid(trained, tmp_path, check_uncertainty_and_crf):
+    """The CRF's appearance kernel takes the sequences, not the appended spatial features; the uncertainty
+    map is written on the FLAIR's grid like the label map."""
+    flair = make_phantom(11, (60, 72, 12), (1.0, 1.0, 5.0), "LPS", ("flair",), wmh=True)
+    t1 = make_phantom(11, (40, 48, 40), (1.5, 1.5, 1.5), "RAS", ("t1",), wmh=True)
+    f = _save(flair.images["flair"], flair.affine, tmp_path / "sub_FLAIR.nii.gz")
+    t = _save(t1.images["t1"], t1.affine, tmp_path / "sub_T1.nii.gz")
+    out = run_inference(
+        trained, [f"FLAIR={f}", f"T1={t}"], output_dir=tmp_path / "out", uncertainty=True, crf=True
+    )
+    check_uncertainty_and_crf(out, f)
+
+
 def test_t1_outside_the_flair_field_of_view_is_refused(trained, tmp_path):
     ph = make_phantom(5, (32, 40, 32), (1.5, 1.5, 1.5), "RAS", ("flair", "t1"), wmh=True)
     far = ph.affine.copy()

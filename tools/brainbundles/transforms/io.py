@@ -88,7 +88,8 @@ class SaveSegmentationd(MapTransform):
     native voxel order, e.g. after ``Invertd`` and ``AsDiscreted(argmax=True)``), ``reference_key`` (the
     path of the scan whose grid the output takes) and ``case_key`` (the case id). Writes
     ``<case>_seg.nii.gz``, ``<case>_volumes.json`` and (optionally) ``<case>_overlay.png``. With
-    ``count_lesions`` the JSON also holds the number of lesions (26-connected components) per label.
+    ``count_lesions`` the JSON also holds the number of lesions (26-connected components) per label, and
+    after :class:`brainbundles.postprocessing.UncertaintyMapd` its per-case ``uncertainty`` summary.
     """
 
     def __init__(
@@ -131,6 +132,8 @@ class SaveSegmentationd(MapTransform):
                 }
                 if self.count_lesions:
                     record["lesions"] = label_lesion_counts(labels, self.label_names)
+                if isinstance(d.get("uncertainty"), Mapping):  # from UncertaintyMapd
+                    record["uncertainty"] = dict(d["uncertainty"])
                 write_json_atomic(record, self.output_dir / f"{case}_volumes.json")
             if self.write_png:
                 from brainbundles.visualize import save_overlay_png
@@ -147,17 +150,19 @@ def collect_volumes(output_dir: str | os.PathLike, out_name: str = "volumes.csv"
         return None
     names = list(records[0]["volumes_ml"])
     counted = list(records[0].get("lesions") or {})
+    unsure = [k for k in ("uncertain_ml", "mean_in_segmentation") if any("uncertainty" in r for r in records)]
     rows = [
         [r["case"]]
         + [f"{r['volumes_ml'].get(n, float('nan')):.3f}" for n in names]
         + [str(r.get("lesions", {}).get(n, "")) for n in counted]
+        + [str(r.get("uncertainty", {}).get(k, "")) for k in unsure]
         for r in records
     ]
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["case"] + [f"{n}_ml" for n in names] + [f"{n}_lesions" for n in counted])
+            w.writerow(["case"] + [f"{n}_ml" for n in names] + [f"{n}_lesions" for n in counted] + unsure)
             w.writerows(rows)
 
     return atomic_write(output_dir / out_name, write)
