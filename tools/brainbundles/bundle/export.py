@@ -2,9 +2,15 @@
 
 ``export_bundle`` writes the weights as ``models/model.safetensors`` (no pickle), the network as a
 ``torch.export`` program (``models/model.pt2``, runnable with torch alone) checked to give the eager
-network's output, and updates ``configs/metadata.json``: a new version and changelog entry, the
-evaluation metrics measured by the bundle's ``evaluate`` workflow, the training data fingerprint that
-training recorded, and the sha256 of every file that a package of the bundle holds.
+network's output, ``large_files.yml`` (MONAI's list of the weights files and programs, with their
+sha256 and a download address to fill in), and updates ``configs/metadata.json``: a new version and
+changelog entry, the evaluation metrics measured by the bundle's ``evaluate`` workflow, the training
+data fingerprint that training recorded, and the sha256 of every file that a package of the bundle holds.
+
+A bundle with fold models (``brainbundles train-cv``: ``models/fold_<k>/``) is an ensemble: inference
+averages its members' probabilities (:class:`brainbundles.inference.EnsembleInferer`), so each member is
+exported in its folder (``models/fold_<k>/model.safetensors`` and ``model.pt2``) and the metadata's
+``ensemble`` lists them.
 """
 
 from __future__ import annotations
@@ -24,17 +30,21 @@ import torch
 from brainbundles.bundle.verify import parse_bundle
 from brainbundles.bundle.weights import (
     PICKLE_SUFFIXES,
+    WEIGHT_FILES,
     UnsafeFileError,
     find_weights,
+    fold_weights,
     load_weights,
     save_weights,
 )
-from brainbundles.fileio import atomic_write, sha256_file, write_json_atomic
+from brainbundles.fileio import atomic_write, sha256_file, write_json_atomic, write_text_atomic
 
 __all__ = [
     "WEIGHTS_FILE",
     "EXPORTED_FILE",
     "FINGERPRINT_FILE",
+    "LARGE_FILES",
+    "ENSEMBLE_COMBINATION",
     "bundle_files",
     "file_checksums",
     "training_fingerprint",
@@ -45,6 +55,7 @@ __all__ = [
     "load_exported",
     "compare_exported",
     "next_version",
+    "large_files_text",
     "export_bundle",
 ]
 
@@ -54,9 +65,13 @@ WEIGHTS_FILE = "models/model.safetensors"
 EXPORTED_FILE = "models/model.pt2"
 #: written by training (``TrainingCheckpoint(training_data=...)``), read by export
 FINGERPRINT_FILE = "models/training_data.json"
+#: MONAI's list of a bundle's large files (``monai.bundle download_large_files``), written by export
+LARGE_FILES = "large_files.yml"
+#: how inference combines an ensemble's members (:class:`brainbundles.inference.EnsembleInferer`)
+ENSEMBLE_COMBINATION = "mean of the members' probabilities"
 #: what a shared bundle holds: these top-level files, and everything under these folders except
 #: pickles (``models/model.pt``, ``models/last.pt``): never the data, outputs or logs of a local run
-SHARED_FILES = ("LICENSE", "README.md", "large_files.yml")
+SHARED_FILES = ("LICENSE", "README.md", LARGE_FILES)
 SHARED_DIRS = ("configs", "docs", "models")
 #: how far the exported program's output may be from the eager network's, relative to its range
 EXPORT_TOLERANCE = 1e-4
@@ -305,6 +320,86 @@ def _measured_metrics(metrics_file: Path) -> dict:
     return out
 
 
+def _large_file_urls(path: Path) -> dict[tuple[str, str], str]:
+    """``{(path, sha256): url}`` of the filled-in addresses in an existing large-files list, so that export
+    keeps them for files that did not change; empty where there is none or it does not parse."""
+    try:
+        import yaml
+
+        entries = yaml.safe_load(path.read_text())["large_files"]
+        return {(str(e["path"]), str(e.get("hash_val"))): str(e["url"]) for e in entries if e.get("url")}
+    except Exception:  # noqa: BLE001 - no list, or not one export wrote: nothing to keep
+        return {}
+
+
+def large_files_text(
+    bundle_root: str | os.PathLike,
+    files: Sequence[str],
+    urls: Mapping[tuple[str, str], str] | None = None,
+) -> str:
+    """MONAI's ``large_files.yml`` (as ``monai.bundle download_large_files`` reads it) listing ``files``
+    (POSIX paths relative to ``bundle_root``): each one's ``path``, ``url`` (empty, for the publisher to fill
+    in, unless ``urls`` has one for that path and sha256), ``hash_val`` (its sha256) and ``hash_type``. Every
+    string is JSON-quoted, which YAML reads as it is, so no YAML writer is needed."""
+    root = Path(bundle_root)
+    lines = ["large_files:" if files else "large_files: []"]
+    for rel in files:
+        digest = sha256_file(root / rel)
+        url = (urls or {}).get((rel, digest), "")
+        lines += [
+            f"  - path: {json.dumps(rel)}",
+            f"    url: {json.dumps(url)}",
+            f"    hash_val: {json.dumps(digest)}",
+            '    hash_type: "sha256"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _members(root: Path) -> tuple[list[tuple[Path, Path, Path]], bool]:
+    """``(weights file now, safetensors to write, program to write)`` of each model that export shares,
+    and whether they are an ensemble: every fold model (:func:`brainbundles.bundle.weights.fold_weights`,
+    what :func:`brainbundles.inference.ensemble_members` gives the inferer), else the single model."""
+    models = root / "models"
+    folds = fold_weights(models)
+    if not folds:
+        return [(find_weights(models), root / WEIGHTS_FILE, root / EXPORTED_FILE)], False
+    single = [n for n in (*WEIGHT_FILES, Path(EXPORTED_FILE).name) if (models / n).is_file()]
+    if single:
+        raise ValueError(
+            f"{models}: holds fold models ({', '.join(f.parent.name for f in folds)}) and a single model "
+            f"({', '.join(single)}); inference uses only the folds' ensemble (it loads each member over the "
+            "single model), so export shares the folds: move the single model out of models/ and export again"
+        )
+    names = Path(WEIGHTS_FILE).name, Path(EXPORTED_FILE).name
+    return [(f, f.with_name(names[0]), f.with_name(names[1])) for f in folds], True
+
+
+def _export_programs(
+    root: Path, network: torch.nn.Module, members: Sequence[tuple[Mapping, Path]], ensemble: bool
+) -> dict:
+    """Export the network with each member's weights (``(state dict, program path)``) and compare each
+    program with the eager network; the programs are moved into place only once all agree. Returns the
+    metadata's ``exported_model``: the program's ``file`` (relative to ``models/``; for an ensemble, the
+    list of the members' programs) and the largest ``max_relative_difference``."""
+    # compared first; named *.pt2 so that torch loads it as the final file will be loaded
+    staged = [path.with_name(f".{path.stem}.new{path.suffix}") for _, path in members]
+    try:
+        worst = []
+        for (state, _), tmp in zip(members, staged, strict=True):
+            network.load_state_dict(state)
+            info = export_network(network, example_input(root), tmp)
+            worst.append(compare_exported(root, network, info, path=tmp))
+        for (_, path), tmp in zip(members, staged, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+    files = [path.relative_to(root / "models").as_posix() for _, path in members]
+    info["file"] = files if ensemble else files[0]
+    info["max_relative_difference"] = max(worst)
+    return info
+
+
 def export_bundle(
     bundle_root: str | os.PathLike,
     version: str | None = None,
@@ -317,7 +412,13 @@ def export_bundle(
     it exists (the ``evaluate`` workflow's report); without one, ``eval_metrics`` is left empty and the
     changelog says the weights were not evaluated. A network ``torch.export`` cannot trace is shared
     without ``models/model.pt2`` (the metadata says why); an export that disagrees with the eager
-    network is an error."""
+    network is an error.
+
+    A bundle with fold models is exported as the ensemble that inference runs: each member as
+    ``models/fold_<k>/model.safetensors`` and ``model.pt2``, listed in order in the metadata's
+    ``ensemble`` (``members``, ``combination``) and ``exported_model`` (``file``: the list of programs);
+    a single model beside the folds (which inference never uses) is refused. ``large_files.yml`` lists
+    every weights file and program."""
     root = Path(bundle_root)
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
@@ -327,25 +428,43 @@ def export_bundle(
         raise ValueError(f"version: {new_version} is already in {meta_path}'s changelog")
     metrics_file = Path(metrics) if metrics is not None else root / "eval" / "metrics.json"
     measured = _measured_metrics(metrics_file) if metrics is not None or metrics_file.is_file() else {}
-    network = build_network(root)  # the trained weights, checked against the network definition
+    members, ensemble = _members(root)
+    network = build_network(root, weights=False)
+    states = []
+    for found, _, _ in members:  # the trained weights, checked against the network definition
+        try:
+            network.load_state_dict(load_weights(found))
+        except RuntimeError as e:
+            raise ValueError(f"{found}: does not fit the bundle's network_def ({str(e).strip()})") from None
+        states.append({k: v.clone() for k, v in network.state_dict().items()})
 
-    save_weights(network.state_dict(), root / WEIGHTS_FILE)
-    staged = root / "models" / ".model.pt2.new"  # compared first, then moved into place
+    for state, (_, weights, _) in zip(states, members, strict=True):
+        save_weights(state, weights)
+    programs = [program for _, _, program in members]
     try:
-        info = export_network(network, example_input(root), staged)
-        info["file"] = Path(EXPORTED_FILE).name
-        info["max_relative_difference"] = compare_exported(root, network, info, path=staged)
-        os.replace(staged, root / EXPORTED_FILE)
-        meta["exported_model"] = info
+        meta["exported_model"] = _export_programs(
+            root, network, list(zip(states, programs, strict=True)), ensemble
+        )
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - torch.export cannot trace every network
-        (root / EXPORTED_FILE).unlink(missing_ok=True)
+        for program in programs:
+            program.unlink(missing_ok=True)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         meta["exported_model"] = {"file": None, "reason": f"torch.export failed: {reason}"}
         logger.warning("%s: no exported program (%s); the bundle needs brainbundles to run", root, reason)
-    finally:
-        staged.unlink(missing_ok=True)
+    if ensemble:
+        listed = [weights.relative_to(root).as_posix() for _, weights, _ in members]
+        meta["ensemble"] = {"members": listed, "combination": ENSEMBLE_COMBINATION}
+    else:
+        meta.pop("ensemble", None)
+    large = [
+        path.relative_to(root).as_posix()
+        for _, weights, program in members
+        for path in (weights, program)
+        if path.is_file()
+    ]
+    write_text_atomic(root / LARGE_FILES, large_files_text(root, large, _large_file_urls(root / LARGE_FILES)))
 
     meta["eval_metrics"] = measured
     fingerprint = root / FINGERPRINT_FILE
@@ -355,7 +474,7 @@ def export_bundle(
     )
     meta["version"] = new_version
     meta["changelog"] = {new_version: note, **meta.get("changelog", {})}
-    meta["files_sha256"] = file_checksums(root)
+    meta["files_sha256"] = file_checksums(root)  # large_files.yml included
     write_json_atomic(meta, meta_path)
     logger.info("exported %s version %s", root, new_version)
     return meta

@@ -27,6 +27,7 @@ __all__ = [
     "check_pickles",
     "config_code",
     "check_config_code",
+    "verify_ensemble",
     "verify_bundle",
 ]
 
@@ -248,6 +249,30 @@ def check_config_code(bundle_root: str | os.PathLike) -> None:
             )
 
 
+def verify_ensemble(bundle_root: str | os.PathLike) -> list[Path]:
+    """The bundle's fold models (:func:`brainbundles.bundle.weights.fold_weights`, the ensemble that
+    inference averages), after checking that they are the members the metadata's ``ensemble`` lists, in
+    order, and that each exists; an exported bundle (``files_sha256``) with folds must list them. Empty for
+    a single-model bundle. Raises ``ValueError``."""
+    from brainbundles.bundle.weights import fold_weights
+
+    root = Path(bundle_root)
+    meta_path = root / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    listed = list((meta.get("ensemble") or {}).get("members") or [])
+    for rel in listed:
+        if not isinstance(rel, str) or not (root / rel).is_file():
+            raise ValueError(f"{root / str(rel)}: listed in the metadata's ensemble but missing")
+    members = fold_weights(root / "models")
+    found = [m.relative_to(root).as_posix() for m in members]
+    if (listed or "files_sha256" in meta) and listed != found:
+        raise ValueError(
+            f"{meta_path}: the ensemble lists {listed or 'no members'}, but the fold models that inference "
+            f"uses are {found or 'none'}; export the bundle again"
+        )
+    return members
+
+
 def verify_bundle(
     bundle_root: str | os.PathLike,
     trust: bool = False,
@@ -259,12 +284,19 @@ def verify_bundle(
     pickles, file checksums (``strict``, for a download: no unlisted files either), the network's
     input/output shapes, and the exported program (``models/model.pt2``): its archive is always
     checked (:func:`brainbundles.bundle.export.check_exported_archive`), and with ``run_exported``
-    it is loaded and compared with the eager network. ``torch.export.load`` can run code hidden in a
-    file, so by default that happens only for a bundle that is not a download (``strict``) or is
-    trusted. Raises on the first failure (``ValueError``; :class:`UnsafeFileError` for something
+    it is loaded and compared with the eager network. A bundle with fold models is checked as the
+    ensemble that inference runs (:func:`verify_ensemble`): every member's weights are loaded into the
+    network, and its program (``models/fold_<k>/model.pt2``) is checked the same way.
+    ``torch.export.load`` can run code hidden in a file, so by default that happens only for a bundle
+    that is not a download (``strict``) or is trusted. Raises on the first failure (``ValueError``; :class:`UnsafeFileError` for something
     unsafe); returns what was checked."""
-    from brainbundles.bundle.export import EXPORTED_FILE, check_exported_archive, compare_exported
-    from brainbundles.bundle.weights import find_weights
+    from brainbundles.bundle.export import (
+        EXPORTED_FILE,
+        build_network,
+        check_exported_archive,
+        compare_exported,
+    )
+    from brainbundles.bundle.weights import find_weights, load_weights
 
     root = Path(bundle_root)
     report: dict[str, object] = {"bundle": str(root)}
@@ -288,14 +320,38 @@ def verify_bundle(
     )
     verify_net_in_out(root)
     log("network: input and output shapes match the metadata")
+    members = verify_ensemble(root)
     try:
         find_weights(root / "models")
         report["weights"] = True
     except FileNotFoundError:
-        report["weights"] = False
-    if (root / EXPORTED_FILE).is_file():
+        report["weights"] = bool(members)
+    run = run_exported if run_exported is not None else (trust or not strict)
+    if members:
+        report["ensemble"] = [m.relative_to(root).as_posix() for m in members]
+        differences, network = [], build_network(root, weights=False)
+        for m in members:  # each member's weights must fit the network, and its program agree with them
+            try:
+                network.load_state_dict(load_weights(m))
+            except RuntimeError as e:
+                raise ValueError(f"{m}: does not fit the bundle's network_def ({str(e).strip()})") from None
+            program = m.with_name(Path(EXPORTED_FILE).name)
+            if program.is_file():
+                check_exported_archive(program)
+                if run:
+                    differences.append(compare_exported(root, network, path=program))
+        log(f"ensemble: {len(members)} members fit the network: {', '.join(report['ensemble'])}")
+        if differences:
+            report["exported_difference"] = max(differences)
+            log(
+                f"exported programs of the {len(members)} members agree with the eager network "
+                f"(max relative difference {report['exported_difference']:.1e})"
+            )
+        elif any(m.with_name(Path(EXPORTED_FILE).name).is_file() for m in members):
+            log("exported programs: archives checked, not loaded (a download; --trust to compare them)")
+    elif (root / EXPORTED_FILE).is_file():
         check_exported_archive(root / EXPORTED_FILE)
-        if report["weights"] and (run_exported if run_exported is not None else (trust or not strict)):
+        if report["weights"] and run:
             report["exported_difference"] = compare_exported(root)
             log(
                 "exported program agrees with the eager network "
