@@ -1,0 +1,113 @@
+"""The inference protocol, measured: single fold, fold ensemble, ensemble + test-time augmentation, and
++ CRF, each scored on the same held-out phantoms and timed.
+
+For a task it writes the demo's phantoms (``brainbundles demo``'s profile: cases, network size, epochs),
+cross-validates a copy of the bundle over ``--folds`` folds (``run_cross_validation``, resumable: run the
+same command again after an interruption), then segments the held-out ("testing") phantoms four ways:
+
+- ``single fold``: the fold-0 model alone;
+- ``ensemble``: the mean probability of every fold model;
+- ``ensemble + TTA``: also averaged over the mirrorings along ``--flip-axes`` (every combination);
+- ``ensemble + TTA + CRF``: then the bundle's fully connected CRF on the probabilities.
+
+Each is scored with the task's own metrics (those of ``brainbundles demo``) and timed (wall-clock seconds
+for the whole inference run over the held-out cases, loading and writing included).
+
+Usage::
+
+    python benchmarks/protocol.py --task tissue --out runs/protocol_tissue [--folds 3] [--epochs N]
+
+Writes ``<out>/protocol.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from monai.bundle import ConfigParser
+
+from brainbundles.data.cases import inference_items
+from brainbundles.data.phantom import write_phantom_dataset
+from brainbundles.fileio import write_json_atomic
+from brainbundles.inference import ensemble_members
+from brainbundles.workflows import (
+    BUNDLE_NAMES,
+    DEMO_PROFILES,
+    _evaluate,
+    copy_bundle,
+    run_cross_validation,
+    run_inference,
+)
+
+
+def variants(members: list[str], flip_axes: list[int]) -> dict[str, dict]:
+    """The inference settings compared, as config overrides."""
+    return {
+        "single fold": {"ensemble": members[:1]},
+        "ensemble": {"ensemble": members},
+        "ensemble + TTA": {"ensemble": members, "tta_flip_axes": flip_axes},
+        "ensemble + TTA + CRF": {"ensemble": members, "tta_flip_axes": flip_axes, "crf": True},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", choices=sorted(DEMO_PROFILES), required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the demo's")
+    ap.add_argument("--flip-axes", default="0,1,2", help="spatial axes mirrored by TTA")
+    ap.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
+    args = ap.parse_args(argv)
+
+    profile = DEMO_PROFILES[args.task]
+    out = args.out.resolve()
+    data = out / "data"
+    if not (data / "datalist.json").is_file():
+        write_phantom_dataset(args.task, data, seed=0, **profile["phantom"])
+    bundle = out / "bundle"
+    if not (bundle / "configs").is_dir():
+        copy_bundle(BUNDLE_NAMES[args.task], bundle, profile["bundle"])
+    train = {**profile["train"], **({"epochs": args.epochs} if args.epochs else {})}
+    t0 = time.perf_counter()
+    cv = run_cross_validation(bundle, data, data / "datalist.json", folds=args.folds, **train)
+    train_s = time.perf_counter() - t0
+
+    members = [str(m) for m in ensemble_members(bundle / "models")]
+    parser = ConfigParser(json.loads((bundle / "configs" / "common.json").read_text()))
+    items = inference_items(None, data / "datalist.json", data, parser["channels"], section="testing")
+    axes = [int(a) for a in args.flip_axes.split(",") if a.strip()]
+    chosen = variants(members, axes)
+    if args.only:
+        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+    results: dict = {
+        "task": args.task,
+        "folds": args.folds,
+        "held_out_cases": len(items),
+        "cv_training_seconds": round(train_s, 1),
+        "cv_summary": cv["summary"],
+        "variants": {},
+    }
+    for i, (name, overrides) in enumerate(chosen.items()):
+        pred = out / f"predictions_{i}"
+        t = time.perf_counter()
+        run_inference(bundle, output_dir=pred, datalist=data / "datalist.json", **overrides)
+        seconds = time.perf_counter() - t
+        scores = _evaluate(args.task, items, pred, out / f"evaluation_{i}", parser)
+        results["variants"][name] = {"scores": scores, "seconds": round(seconds, 1)}
+        print(f"{name}: {scores} in {seconds:.1f} s", flush=True)
+    write_json_atomic(results, out / "protocol.json")
+
+    metrics = list(next(iter(results["variants"].values()))["scores"])
+    print(f"\n| {args.task} ({len(items)} held-out phantoms) | " + " | ".join(metrics) + " | seconds |")
+    print("|---" * (len(metrics) + 2) + "|")
+    for name, r in results["variants"].items():
+        print(f"| {name} | " + " | ".join(f"{r['scores'][m]:.3f}" for m in metrics) + f" | {r['seconds']} |")
+    return results
+
+
+if __name__ == "__main__":
+    main()
