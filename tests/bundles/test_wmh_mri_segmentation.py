@@ -53,6 +53,15 @@ def trained(tmp_path_factory, phantoms) -> Path:
     return bundle
 
 
+def test_training_tunes_the_lesion_threshold_that_inference_uses(trained):
+    stored = json.loads((trained / "models" / "threshold.json").read_text())
+    assert 0 < stored["threshold"] < 1 and stored["cases"] == 2  # the two cases of validation fold 0
+    assert (
+        parse_bundle(trained, "inference").get_parsed_content("probability_threshold") == stored["threshold"]
+    )
+    assert parse_bundle(BUNDLE, "inference").get_parsed_content("probability_threshold") == 0.5  # untrained
+
+
 def test_configs_parse_and_references_resolve():
     refs = verify_configs(BUNDLE)
     assert "network_def" in refs["inference"] and "validate#evaluator" in refs["training"]
