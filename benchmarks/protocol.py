@@ -7,6 +7,7 @@ same command again after an interruption), then segments the held-out ("testing"
 
 - ``single fold``: the fold-0 model alone;
 - ``ensemble``: the mean probability of every fold model;
+- ``ensemble + left-right TTA``: also averaged with the left-right mirror image (axis 0 in RAS);
 - ``ensemble + TTA``: also averaged over the mirrorings along ``--flip-axes`` (every combination);
 - ``ensemble + TTA + CRF``: then the bundle's fully connected CRF on the probabilities.
 
@@ -48,6 +49,7 @@ def variants(members: list[str], flip_axes: list[int]) -> dict[str, dict]:
     return {
         "single fold": {"ensemble": members[:1]},
         "ensemble": {"ensemble": members},
+        "ensemble + left-right TTA": {"ensemble": members, "tta_flip_axes": [0]},
         "ensemble + TTA": {"ensemble": members, "tta_flip_axes": flip_axes},
         "ensemble + TTA + CRF": {"ensemble": members, "tta_flip_axes": flip_axes, "crf": True},
     }
@@ -91,14 +93,23 @@ def main(argv: list[str] | None = None) -> dict:
         "cv_summary": cv["summary"],
         "variants": {},
     }
-    for i, (name, overrides) in enumerate(chosen.items()):
-        pred = out / f"predictions_{i}"
+    previous = out / "protocol.json"  # a run with --only adds to the variants measured before
+    if previous.is_file():
+        before = json.loads(previous.read_text())
+        results["variants"] = before.get("variants", {})
+        results["cv_training_seconds"] = max(results["cv_training_seconds"], before["cv_training_seconds"])
+    for name, overrides in chosen.items():
+        pred = out / f"predictions_{name.replace(' ', '_').replace('+', 'and')}"
         t = time.perf_counter()
         run_inference(bundle, output_dir=pred, datalist=data / "datalist.json", **overrides)
         seconds = time.perf_counter() - t
-        scores = _evaluate(args.task, items, pred, out / f"evaluation_{i}", parser)
+        scores = _evaluate(
+            args.task, items, pred, pred.with_name(pred.name.replace("predictions", "evaluation")), parser
+        )
         results["variants"][name] = {"scores": scores, "seconds": round(seconds, 1)}
         print(f"{name}: {scores} in {seconds:.1f} s", flush=True)
+    order = [k for k in variants(members, axes) if k in results["variants"]]
+    results["variants"] = {k: results["variants"][k] for k in order}
     write_json_atomic(results, out / "protocol.json")
 
     metrics = list(next(iter(results["variants"].values()))["scores"])

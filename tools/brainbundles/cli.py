@@ -168,14 +168,17 @@ class Commands:
         metrics: str | None = None,
     ) -> str:
         """Export a trained bundle for sharing: models/model.safetensors, models/model.pt2 (torch.export,
-        checked against the eager network), metadata.json with a new version, the measured metrics
-        (--metrics, default <bundle>/eval/metrics.json), the training data fingerprint and checksums."""
+        checked against the eager network), or each fold model's for a fold ensemble (train-cv),
+        large_files.yml, metadata.json with a new version, the measured metrics (--metrics, default
+        <bundle>/eval/metrics.json), the ensemble's members, the training data fingerprint and checksums."""
         from brainbundles.bundle.export import export_bundle
         from brainbundles.workflows import resolve_bundle
 
         root = resolve_bundle(bundle)
         meta = export_bundle(root, version=version, changelog=changelog, metrics=metrics)
         exported = meta["exported_model"].get("file") or f"none ({meta['exported_model']['reason']})"
+        if isinstance(exported, list):  # a fold ensemble: one program per member
+            exported = f"{len(exported)} ensemble members ({', '.join(exported)})"
         return (
             f"{root}: version {meta['version']}; exported program: {exported}; "
             f"eval_metrics: {meta['eval_metrics'] or 'none'}; {len(meta['files_sha256'])} files checksummed"
