@@ -119,7 +119,7 @@ def test_appearance_kernel_follows_the_intensity_edge():
     p1 = torch.full((n, 6, 6), 0.5)
     p1[:8], p1[12:] = 0.1, 0.9
     prob = torch.stack([1 - p1, p1])
-    kw = dict(spatial_weight=0.0, bilateral_weight=1.0, bilateral_sigma_intensity=0.5, radius=2, iterations=5)
+    kw = dict(spatial_weight=0.0, bilateral_weight=5.0, bilateral_sigma_intensity=0.5, radius=2, iterations=5)
     edge = torch.zeros(1, n, 6, 6)
     edge[:, 8:] = 3.0
     with_edge = dense_crf(prob, edge, **kw)[1, 8:12].mean((1, 2))
@@ -210,3 +210,14 @@ def test_crfd_image_channels_keeps_only_the_sequences(monkeypatch):
     features = torch.cat([image, image * 2, image * 3])
     CRFd(image_channels=1)({"pred": torch.stack([1 - p1, p1]), "image": features})
     assert seen["channels"] == 1
+
+
+def test_messages_are_normalised_by_the_kernel_mass_also_at_the_border():
+    """With the same probabilities everywhere, every voxel's normalised message is ``weight * q`` (the
+    kernel-weighted mean of identical neighbours), at the border too: one step gives
+    ``softmax(log p + (w_s + w_b) p)`` at every voxel."""
+    p = torch.tensor([0.7, 0.2, 0.1]).reshape(3, 1, 1, 1).expand(3, 7, 6, 5).contiguous()
+    image = torch.randn(1, 7, 6, 5, generator=torch.Generator().manual_seed(0))
+    out = dense_crf(p, image, iterations=1, spatial_weight=2.0, bilateral_weight=1.5, radius=1)
+    expected = torch.softmax(p[:, 0, 0, 0].log() + 3.5 * p[:, 0, 0, 0], 0)
+    torch.testing.assert_close(out, expected.reshape(3, 1, 1, 1).expand_as(p), atol=1e-5, rtol=1e-5)
