@@ -45,9 +45,11 @@ from brainbundles.workflows import (
 
 
 def variants(members: list[str], flip_axes: list[int]) -> dict[str, dict]:
-    """The inference settings compared, as config overrides."""
+    """The inference settings compared, as config overrides (the single fold with its own lesion
+    threshold, where the bundle tunes one; the ensemble uses the folds' mean)."""
+    own = str(Path(members[0]).parent / "threshold.json") if members else ""
     return {
-        "single fold": {"ensemble": members[:1]},
+        "single fold": {"ensemble": members[:1], "probability_threshold_file": own},
         "ensemble": {"ensemble": members},
         "ensemble + left-right TTA": {"ensemble": members, "tta_flip_axes": [0]},
         "ensemble + TTA": {"ensemble": members, "tta_flip_axes": flip_axes},

@@ -116,3 +116,16 @@ def test_tune_lesion_threshold_ignores_the_ignore_label(tmp_path):
     infer = lambda x, n: n(x)  # noqa: E731
     assert tune_lesion_threshold(net, cases, infer, ckpt, tmp_path / "a.json", ignore_label=2) == 0.5
     assert 0.62 < tune_lesion_threshold(net, cases, infer, ckpt, tmp_path / "b.json") <= 0.8
+
+
+def test_load_threshold_of_a_fold_ensemble_is_the_folds_mean(tmp_path):
+    for k, t in enumerate((0.55, 0.7, 0.6)):
+        (tmp_path / f"fold_{k}").mkdir()
+        (tmp_path / f"fold_{k}" / "threshold.json").write_text(json.dumps({"threshold": t}))
+    assert load_threshold(tmp_path / "threshold.json") == pytest.approx(0.6167, abs=1e-4)
+    (tmp_path / "threshold.json").write_text(json.dumps({"threshold": 0.4}))  # a bundle's own file wins
+    assert load_threshold(tmp_path / "threshold.json") == 0.4
+    (tmp_path / "fold_1" / "threshold.json").write_text("{")
+    (tmp_path / "threshold.json").unlink()
+    with pytest.raises(ValueError, match="fold_1"):
+        load_threshold(tmp_path / "threshold.json")

@@ -74,12 +74,7 @@ class LesionThresholdd(MapTransform):
         return d
 
 
-def load_threshold(path: str | os.PathLike, default: float = 0.5) -> float:
-    """The ``"threshold"`` stored at ``path`` by :func:`tune_lesion_threshold`, or ``default`` when
-    there is no such file (an untuned bundle)."""
-    path = Path(path)
-    if not path.is_file():
-        return _check_threshold(default, "default")
+def _read_threshold(path: Path, default: float) -> float:
     import json
 
     try:
@@ -87,6 +82,20 @@ def load_threshold(path: str | os.PathLike, default: float = 0.5) -> float:
         return _check_threshold(data["threshold"], f"{path}: threshold")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a valid threshold file ({e!r}); delete it to use {default}") from e
+
+
+def load_threshold(path: str | os.PathLike, default: float = 0.5) -> float:
+    """The ``"threshold"`` stored at ``path`` by :func:`tune_lesion_threshold`; for a fold ensemble
+    (``brainbundles train-cv``: no file at ``path`` but one in each ``fold_<k>/`` beside it) the mean of
+    the folds' thresholds, as the ensemble averages the folds' probabilities; else ``default`` (an
+    untuned bundle)."""
+    path = Path(path)
+    if path.is_file():
+        return _read_threshold(path, default)
+    folds = sorted(p for p in path.parent.glob(f"fold_*/{path.name}") if p.parent.name[5:].isdigit())
+    if folds:
+        return round(float(np.mean([_read_threshold(p, default) for p in folds])), 4)
+    return _check_threshold(default, "default")
 
 
 def _dice(p: np.ndarray, r: np.ndarray) -> float:
