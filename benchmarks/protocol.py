@@ -3,10 +3,11 @@
 
 For a task it writes the demo's phantoms (``brainbundles demo``'s profile: cases, network size, epochs),
 cross-validates a copy of the bundle over ``--folds`` folds (``run_cross_validation``, resumable: run the
-same command again after an interruption), then segments the held-out ("testing") phantoms four ways:
+same command again after an interruption), then segments the held-out ("testing") phantoms in each of
+these ways (``--only`` picks some):
 
-- ``single fold``: the fold-0 model alone;
-- ``ensemble``: the mean probability of every fold model;
+- ``single fold``: the fold-0 model alone (``single fold + CRF``: then the bundle's CRF);
+- ``ensemble``: the mean probability of every fold model (``ensemble + CRF``: then the CRF);
 - ``ensemble + left-right TTA``: also averaged with the left-right mirror image (axis 0 in RAS);
 - ``ensemble + TTA``: also averaged over the mirrorings along ``--flip-axes`` (every combination);
 - ``ensemble + TTA + CRF``: then the bundle's fully connected CRF on the probabilities.
@@ -50,7 +51,9 @@ def variants(members: list[str], flip_axes: list[int]) -> dict[str, dict]:
     own = str(Path(members[0]).parent / "threshold.json") if members else ""
     return {
         "single fold": {"ensemble": members[:1], "probability_threshold_file": own},
+        "single fold + CRF": {"ensemble": members[:1], "probability_threshold_file": own, "crf": True},
         "ensemble": {"ensemble": members},
+        "ensemble + CRF": {"ensemble": members, "crf": True},
         "ensemble + left-right TTA": {"ensemble": members, "tta_flip_axes": [0]},
         "ensemble + TTA": {"ensemble": members, "tta_flip_axes": flip_axes},
         "ensemble + TTA + CRF": {"ensemble": members, "tta_flip_axes": flip_axes, "crf": True},

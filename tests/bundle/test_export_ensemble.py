@@ -48,6 +48,10 @@ def fold_bundle(dest: Path, folds: int = 2) -> Path:
         (root / "models" / f"fold_{k}").mkdir()
         torch.save(state, root / "models" / f"fold_{k}" / "model.pt")
         torch.save({"network": state, "epoch": torch.tensor(1)}, root / "models" / f"fold_{k}" / "last.pt")
+    # the training data fingerprint that fold 0's training wrote (fold 1 has none)
+    write_json_atomic(
+        {"training_cases": 3, "channels": ["T1"]}, root / "models" / "fold_0" / "training_data.json"
+    )
     return root
 
 
@@ -71,6 +75,8 @@ def large_files(root: Path) -> list[dict]:
 def test_export_lists_every_member_in_order(exported):
     root, meta = exported
     assert meta["ensemble"] == {"members": MEMBERS, "combination": ENSEMBLE_COMBINATION}
+    # each member's training data fingerprint, in the members' order (None where training wrote none)
+    assert meta["training_data"] == {"members": [{"training_cases": 3, "channels": ["T1"]}, None]}
     assert json.loads((root / "configs" / "metadata.json").read_text()) == meta
     info = meta["exported_model"]
     assert info["file"] == ["fold_0/model.pt2", "fold_1/model.pt2"]  # relative to models/, as model.pt2

@@ -400,6 +400,19 @@ def _export_programs(
     return info
 
 
+def _training_data(root: Path, weights: list[Path], ensemble: bool) -> dict | None:
+    """The metadata's ``training_data``: the training data fingerprint that training wrote
+    (:data:`FINGERPRINT_FILE`), or None; for an ensemble, ``{"members": [...]}`` with each member's
+    fingerprint (its fold's ``training_data.json``, or None), in the members' order."""
+
+    def read(path: Path) -> dict | None:
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    if not ensemble:
+        return read(root / FINGERPRINT_FILE)
+    return {"members": [read(w.parent / Path(FINGERPRINT_FILE).name) for w in weights]}
+
+
 def export_bundle(
     bundle_root: str | os.PathLike,
     version: str | None = None,
@@ -467,8 +480,7 @@ def export_bundle(
     write_text_atomic(root / LARGE_FILES, large_files_text(root, large, _large_file_urls(root / LARGE_FILES)))
 
     meta["eval_metrics"] = measured
-    fingerprint = root / FINGERPRINT_FILE
-    meta["training_data"] = json.loads(fingerprint.read_text()) if fingerprint.is_file() else None
+    meta["training_data"] = _training_data(root, [weights for _, weights, _ in members], ensemble)
     note = changelog or "trained weights exported" + (
         f" (evaluated on {measured['evaluated_cases']} cases)" if measured else " (not evaluated)"
     )
