@@ -129,3 +129,34 @@ def _check_uncertainty(out: Path, reference: Path) -> None:
     assert 0.0 <= record["mean_in_segmentation"] <= 1.0
     with open(out / "volumes.csv", newline="") as f:
         assert float(next(csv.DictReader(f))["uncertain_ml"]) == record["uncertain_ml"]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("quick", marks=pytest.mark.slow, id="quick"),
+        pytest.param("full", marks=pytest.mark.demo, id="full"),
+    ]
+)
+def demo_mode(request) -> str:
+    """A learning test's two modes: ``"quick"`` (``brainbundles demo TASK --quick``, about a minute, in the
+    default suite) and ``"full"`` (the README's demo, minutes; marked ``demo``, deselected by default:
+    ``python -m pytest -m demo`` runs them)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def run_demo_cli() -> Callable[..., tuple[dict, str]]:
+    """Run ``brainbundles demo TASK --out OUT [--quick] [ARGS...]`` in a fresh process, as a user would;
+    fail with its stderr unless it succeeds. Returns the demo's ``metrics.json`` and its stdout."""
+
+    def run(task: str, out: Path, mode: str, *args: str) -> tuple[dict, str]:
+        import json
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "brainbundles.cli", "demo", task, "--out", str(out), *args]
+        proc = subprocess.run(cmd + (["--quick"] if mode == "quick" else []), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads((out / "metrics.json").read_text()), proc.stdout
+
+    return run

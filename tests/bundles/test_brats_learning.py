@@ -1,4 +1,5 @@
-"""Learning test: `brainbundles demo brats`, as the README runs it, must learn the tumour regions.
+"""Learning test: `brainbundles demo brats` must learn the tumour regions, quick (`--quick`, in the default
+suite) and as the README runs it (`full`, marked `demo`: `python -m pytest -m demo`).
 
 It makes tumour phantoms, trains the BraTS bundle (SegResNet, region-based sigmoid outputs, sequence
 dropout) through the MONAI bundle runner on the CPU, infers on held-out phantoms in their native space
@@ -10,42 +11,24 @@ scores about 0 on every region, and one that only finds the whole tumour misses 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
-import pytest
 
-THRESHOLDS = {"WT": 0.85, "TC": 0.75, "ET": 0.70}  # mean Dice on held-out phantoms (issue 3)
-TIME_LIMIT_S = 900  # the demo must finish within 15 minutes on 2 cores
+#: mean Dice on held-out phantoms: the full demo's targets (issue 3); the quick demo (3 mm phantoms,
+#: 40 epochs) measured WT 0.810, TC 0.628, ET 0.518
+THRESHOLDS = {"full": {"WT": 0.85, "TC": 0.75, "ET": 0.70}, "quick": {"WT": 0.70, "TC": 0.50, "ET": 0.40}}
+TIME_LIMIT_S = {"full": 900, "quick": 300}  # the demo must finish within 15 minutes on 2 cores
 
 
-@pytest.mark.slow
-def test_demo_brats_learns(tmp_path):
+def test_demo_brats_learns(tmp_path, demo_mode, run_demo_cli):
     out = tmp_path / "demo"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "brainbundles.cli",
-            "demo",
-            "brats",
-            "--out",
-            str(out),
-            "--missing_sequences",
-            "False",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, _ = run_demo_cli("brats", out, demo_mode, "--missing_sequences", "False")
     dice = metrics["scores"]
-    assert set(dice) == set(THRESHOLDS)
-    for region, threshold in THRESHOLDS.items():
+    assert set(dice) == set(THRESHOLDS[demo_mode])
+    for region, threshold in THRESHOLDS[demo_mode].items():
         assert dice[region] >= threshold, f"{region} Dice {dice[region]:.3f} < {threshold}: {metrics}"
-    assert metrics["seconds"]["total"] < TIME_LIMIT_S, metrics["seconds"]
+    assert metrics["seconds"]["total"] < TIME_LIMIT_S[demo_mode], metrics["seconds"]
     assert "scores_without" not in metrics
 
     testing = json.loads((out / "data" / "datalist.json").read_text())["testing"]

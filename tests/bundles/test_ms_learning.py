@@ -1,4 +1,5 @@
-"""Learning test: `brainbundles demo ms`, exactly as the README runs it, must learn.
+"""Learning test: `brainbundles demo ms` must learn, quick (`--quick`, in the default suite) and exactly as
+the README runs it (`full`, marked `demo`: `python -m pytest -m demo`).
 
 It makes MS phantoms (ovoid periventricular, juxtacortical and deep lesions on FLAIR, T1, T2 and PD),
 trains the MS bundle through the MONAI bundle runner on the CPU (with random sequence dropout, and the
@@ -11,37 +12,30 @@ stays far below the thresholds (a network that has not learned finds no lesions:
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
-import pytest
 
-DICE = 0.70  # lesion Dice on held-out phantoms (issue 7)
-LTPR = 0.70  # lesion true positive rate (lesion recall)
-TIME_LIMIT_S = 900  # the demo must finish in under 15 minutes on 2 cores
+#: lesion Dice and lesion true positive rate (lesion recall) on held-out phantoms: the full demo's
+#: targets (issue 7); the quick demo (1.5 mm phantoms, half-width network, 40 epochs) measured Dice
+#: 0.702, LTPR 0.934, and without T1 / PD Dice 0.572 / 0.669
+DICE = {"full": 0.70, "quick": 0.55}
+LTPR = {"full": 0.70, "quick": 0.70}
+TIME_LIMIT_S = {"full": 900, "quick": 300}  # the demo must finish in under 15 minutes on 2 cores
 
 
-@pytest.mark.slow
-def test_demo_ms_learns(tmp_path):
+def test_demo_ms_learns(tmp_path, demo_mode, run_demo_cli):
     out = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "brainbundles.cli", "demo", "ms", "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, _ = run_demo_cli("ms", out, demo_mode)
     scores = metrics["scores"]
     assert set(scores) == {"dice", "lesion_recall", "lesion_precision", "lesion_f1", "avd"}
-    assert scores["dice"] >= DICE, metrics
-    assert scores["lesion_recall"] >= LTPR, metrics
-    assert metrics["seconds"]["total"] < TIME_LIMIT_S, metrics["seconds"]
+    assert scores["dice"] >= DICE[demo_mode], metrics
+    assert scores["lesion_recall"] >= LTPR[demo_mode], metrics
+    assert metrics["seconds"]["total"] < TIME_LIMIT_S[demo_mode], metrics["seconds"]
     # without one sequence (zero-filled) the bundle still segments: the FLAIR matters most
     assert set(metrics["scores_without"]) == {"FLAIR", "T1", "T2", "PD"}  # the phantoms have no T1-Gd
     for seq in ("T1", "PD"):
-        assert metrics["scores_without"][seq]["dice"] >= DICE - 0.15, metrics["scores_without"]
+        assert metrics["scores_without"][seq]["dice"] >= DICE[demo_mode] - 0.15, metrics["scores_without"]
 
     bundle = out / "bundle"
     threshold = json.loads((bundle / "models" / "threshold.json").read_text())["threshold"]

@@ -1,4 +1,5 @@
-"""Learning test: `brainbundles demo tissue`, exactly as the README runs it, must learn.
+"""Learning test: `brainbundles demo tissue` must learn, quick (`--quick`, in the default suite) and as the
+README runs it (`full`, marked `demo`: `python -m pytest -m demo`).
 
 It makes phantoms, trains the tissue bundle through the MONAI bundle runner on the CPU, infers on
 held-out phantoms and evaluates them in their native space. A pipeline that mixes up orientation,
@@ -10,24 +11,25 @@ scan with an injected artefact.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 
 from brainbundles.workflows import run_inference
 
-THRESHOLD = 0.85  # per-class mean Dice on held-out phantoms (issue 2)
-TIME_LIMIT_S = 600  # the demo must finish in under 10 minutes on 2 cores
-#: the artefact's uncertain volume over the clean scan's (measured 1.17 and 1.18 on two held-out phantoms)
-ARTEFACT_RATIO = 1.05
+#: per-class mean Dice on held-out phantoms: the full demo's target (issue 2); the quick demo measured
+#: CSF 0.830, GM 0.838, WM 0.940 (2 mm phantoms, half-width network, 40 epochs)
+THRESHOLD = {"full": 0.85, "quick": 0.75}
+TIME_LIMIT_S = {"full": 600, "quick": 300}  # the demo must finish in under 10 minutes on 2 cores
+#: the artefact's uncertain volume over the clean scan's (full: measured 1.17 and 1.18 on two held-out
+#: phantoms; quick: 1.075 and 1.076, its coarser model is unsure of more of the clean scan)
+ARTEFACT_RATIO = {"full": 1.05, "quick": 1.02}
 
 
 def _with_artefact(src, dst, seed=0):
-    """``src`` with a 24 mm cube of strong noise (4 x the brain's intensity sd) at the volume's centre."""
+    """``src`` with a cube of 24 voxels of strong noise (4 x the brain's intensity sd) at the volume's centre
+    (24 mm in the full demo's 1 mm phantoms, 48 mm in the quick demo's 2 mm ones)."""
     img = nib.load(src)
     a = img.get_fdata().astype(np.float32)
     sd = a[a > 0].std()
@@ -37,22 +39,15 @@ def _with_artefact(src, dst, seed=0):
     return dst
 
 
-@pytest.mark.slow
-def test_demo_tissue_learns(tmp_path):
+def test_demo_tissue_learns(tmp_path, demo_mode, run_demo_cli):
     out = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "brainbundles.cli", "demo", "tissue", "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, stdout = run_demo_cli("tissue", out, demo_mode)
     dice = metrics["scores"]
     assert set(dice) == {"CSF", "GM", "WM"}
     for name, value in dice.items():
-        assert value >= THRESHOLD, f"{name} Dice {value:.3f} < {THRESHOLD}: {metrics}"
-    assert metrics["seconds"]["total"] < TIME_LIMIT_S, metrics["seconds"]
-    assert "mean Dice CSF" in proc.stdout
+        assert value >= THRESHOLD[demo_mode], f"{name} Dice {value:.3f} < {THRESHOLD[demo_mode]}: {metrics}"
+    assert metrics["seconds"]["total"] < TIME_LIMIT_S[demo_mode], metrics["seconds"]
+    assert "mean Dice CSF" in stdout
 
     # a complete trained bundle is left behind, and its predictions are on the held-out scans' grids
     bundle = out / "bundle"
@@ -77,6 +72,6 @@ def test_demo_tissue_learns(tmp_path):
         summary = {p.name: json.loads(p.read_text())["uncertainty"] for p in res.glob("*_volumes.json")}
         (art,) = [v for k, v in summary.items() if "artefact" in k]
         (ref,) = [v for k, v in summary.items() if "artefact" not in k]
-        assert art["uncertain_ml"] > ARTEFACT_RATIO * ref["uncertain_ml"], summary
+        assert art["uncertain_ml"] > ARTEFACT_RATIO[demo_mode] * ref["uncertain_ml"], summary
         u = nib.load(art["map"])
         assert u.shape == nib.load(noisy).shape and np.array_equal(u.affine, nib.load(noisy).affine)

@@ -1,4 +1,5 @@
-"""Learning test: `brainbundles demo wmh`, exactly as the README runs it, must learn.
+"""Learning test: `brainbundles demo wmh` must learn, quick (`--quick`, in the default suite) and exactly
+as the README runs it (`full`, marked `demo`: `python -m pytest -m demo`).
 
 It makes WMH phantoms (periventricular and deep lesions, some cases with a lacune labelled 2), trains the
 WMH bundle through the MONAI bundle runner on the CPU, infers on held-out phantoms and scores them with the
@@ -10,35 +11,27 @@ network that has not learned finds no lesions: Dice and lesion F1 near 0).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 
-DICE = 0.70  # lesion Dice on held-out phantoms (issue 6)
-LESION_F1 = 0.60
-TIME_LIMIT_S = 900  # the demo must finish in under 15 minutes on 2 cores
+#: lesion Dice and lesion F1 on held-out phantoms: the full demo's targets (issue 6); the quick demo
+#: (1.5 mm phantoms, half-width network, 40 epochs) measured Dice 0.780, lesion F1 0.533
+DICE = {"full": 0.70, "quick": 0.65}
+LESION_F1 = {"full": 0.60, "quick": 0.40}
+TIME_LIMIT_S = {"full": 900, "quick": 300}  # the demo must finish in under 15 minutes on 2 cores
 
 
-@pytest.mark.slow
-def test_demo_wmh_learns(tmp_path):
+def test_demo_wmh_learns(tmp_path, demo_mode, run_demo_cli):
     out = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "brainbundles.cli", "demo", "wmh", "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, stdout = run_demo_cli("wmh", out, demo_mode)
     scores = metrics["scores"]
     assert set(scores) == {"dice", "hd95", "avd", "lesion_recall", "lesion_f1"}
-    assert scores["dice"] >= DICE, metrics
-    assert scores["lesion_f1"] >= LESION_F1, metrics
-    assert metrics["seconds"]["total"] < TIME_LIMIT_S, metrics["seconds"]
-    assert "mean dice" in proc.stdout and "lesion_f1" in proc.stdout  # the lesion metrics, by name
+    assert scores["dice"] >= DICE[demo_mode], metrics
+    assert scores["lesion_f1"] >= LESION_F1[demo_mode], metrics
+    assert metrics["seconds"]["total"] < TIME_LIMIT_S[demo_mode], metrics["seconds"]
+    assert "mean dice" in stdout and "lesion_f1" in stdout  # the lesion metrics, by name
 
     # the trained bundle is complete, and each prediction is on its held-out FLAIR's grid, with the
     # WMH volume and lesion count reported per case

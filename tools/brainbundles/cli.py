@@ -90,14 +90,21 @@ class Commands:
         out: str | None = None,
         seed: int = 0,
         missing_sequences: bool = True,
+        quick: bool = False,
         **train_overrides,
     ) -> None:
         """Make phantoms, train the task's bundle on the CPU, infer on held-out phantoms, evaluate
-        (for several sequences, also with each one left out unless `--missing_sequences False`)."""
+        (for several sequences, also with each one left out unless `--missing_sequences False`).
+        `--quick`: fewer, coarser phantoms and a narrower network, about a minute (lower scores)."""
         from brainbundles.workflows import run_demo
 
         run_demo(
-            task, out or f"demo_{task}", seed=seed, missing_sequences=missing_sequences, **train_overrides
+            task,
+            out or f"demo_{task}",
+            seed=seed,
+            missing_sequences=missing_sequences,
+            quick=quick,
+            **train_overrides,
         )
 
     def infer(

@@ -35,6 +35,7 @@ __all__ = [
     "run_cross_validation",
     "run_inference",
     "DEMO_PROFILES",
+    "QUICK_PROFILES",
     "run_demo",
 ]
 
@@ -429,6 +430,49 @@ DEMO_PROFILES: dict[str, dict] = {
 }
 
 
+def _quick(shape: tuple[int, int, int], spacing: float, network: dict, **train) -> dict:
+    """A quick demo profile: 8 + 2 phantoms of ``shape`` at ``spacing`` mm, trained and segmented at that
+    spacing with ``network`` on 32³ patches, 40 epochs."""
+    return {
+        "phantom": {"cases": 8, "test_cases": 2, "shape": shape, "spacing": (spacing,) * 3, "folds": 4},
+        "bundle": {
+            **network,
+            "network_def#dropout": 0.0,
+            "patch_size": [32, 32, 32],
+            "spacing": [spacing] * 3,
+        },
+        "train": {
+            "epochs": 40,
+            "val_interval": 10,
+            "learning_rate": 0.003,
+            "num_samples": 4,
+            "batch_size": 4,
+            "num_workers": 0,
+            **train,
+        },
+    }
+
+
+_HALF_UNET = {"network_def#features": [8, 16, 32, 64]}
+#: ``brainbundles demo TASK --quick``: the same pipeline (phantoms, bundle runner training, inference,
+#: evaluation in native space) on coarser, fewer phantoms with a narrower network: under 1.5 minutes per
+#: task on 2 cores. It checks an installation end to end, and is the test suite's learning test; its
+#: scores are below the full demo's (the bundle READMEs give both).
+QUICK_PROFILES: dict[str, dict] = {
+    "tissue": _quick((48, 56, 48), 2.0, _HALF_UNET),
+    "brats": _quick(
+        (48, 59, 48),
+        3.0,
+        {"network_def#init_filters": 8},
+        batch_size=2,
+        sequence_dropout=0.2,
+        crop_ratios=[2, 1, 1, 1],
+    ),
+    "wmh": {**_quick((64, 75, 64), 1.5, _HALF_UNET), "missing_sequences": False},
+    "ms": _quick((64, 75, 64), 1.5, _HALF_UNET),
+}
+
+
 def _evaluate(task: str, items: list[dict], pred_dir: Path, out_dir: Path, parser: ConfigParser) -> dict:
     """Score a demo's predictions with the task's own metrics, as means over the cases: Dice per class
     (tumour: per region), keyed by class or region name; for a lesion task the metrics
@@ -467,9 +511,13 @@ def run_demo(
     out: str | os.PathLike = "demo_tissue",
     seed: int = 0,
     missing_sequences: bool = True,
+    quick: bool = False,
     **train_overrides,
 ) -> dict:
     """Phantoms -> training through the bundle runner -> inference on held-out phantoms -> evaluation.
+
+    The settings (phantoms, network, training) are the task's :data:`DEMO_PROFILES`, or with ``quick``
+    its :data:`QUICK_PROFILES` (a check of the whole pipeline in about a minute; lower scores).
 
     Leaves ``out/data`` (phantoms + datalist), ``out/bundle`` (a complete trained bundle),
     ``out/predictions`` and ``out/evaluation``, and writes ``out/metrics.json``, which it also returns:
@@ -483,7 +531,7 @@ def run_demo(
 
     if task not in DEMO_PROFILES:
         raise ValueError(f"task: one of {sorted(DEMO_PROFILES)}, got {task!r}")
-    profile = DEMO_PROFILES[task]
+    profile = (QUICK_PROFILES if quick else DEMO_PROFILES)[task]
     out = Path(out).resolve()
     t0 = time.perf_counter()
     data = write_phantom_dataset(task, out / "data", seed=seed, **profile["phantom"])
