@@ -96,3 +96,51 @@ def test_overlay_failed_write_leaves_nothing(tmp_path, monkeypatch):
         save_overlay_png(image_path, label_path, out_dir / "scan_overlay.png")
     assert sorted(p.name for p in out_dir.iterdir()) == []
     assert plt.get_fignums() == []
+
+
+def _capture_figure(monkeypatch) -> list:
+    """Keep the figure that save_overlay_png draws (it is closed after saving)."""
+    seen = []
+    real_savefig = Figure.savefig
+
+    def keep(self, fname, *args, **kwargs):
+        seen.append(self)
+        real_savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return seen
+
+
+def test_overlay_legend_names_each_class_with_its_volume(tmp_path, monkeypatch):
+    seen = _capture_figure(monkeypatch)
+    image_path, label_path = _write_pair(tmp_path / "in", "RAS")
+    names = {1: "CSF", 2: "GM", 3: "WM"}
+    volumes = {"CSF": 0.15, "GM": 0.16, "WM": 0.024, "total": 0.334}
+    save_overlay_png(image_path, label_path, tmp_path / "o.png", label_names=names, volumes_ml=volumes)
+    texts = [t.get_text() for t in seen[0].legends[0].get_texts()]
+    assert texts == ["1 CSF: 0.1 mL", "2 GM: 0.2 mL", "3 WM: 0.0 mL", "total: 0.3 mL"]
+    # without names, the legend still lists every label found
+    save_overlay_png(image_path, label_path, tmp_path / "p.png")
+    assert [t.get_text() for t in seen[1].legends[0].get_texts()] == ["label 1", "label 2", "label 3"]
+
+
+def test_overlay_panels_keep_the_scans_true_proportions(tmp_path, monkeypatch):
+    """The same head sampled at 1 mm, or with 2 mm between coronal slices (half the voxels along A-P),
+    gives panels of the same shape; in voxel units the second would be squashed 2:1."""
+    seen = _capture_figure(monkeypatch)
+    shape = (24, 32, 20)
+    for name, step in (("iso", 1), ("aniso", 2)):
+        folder = tmp_path / name
+        folder.mkdir()
+        x, y, z = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+        img = (10.0 + x + y + z).astype(np.float32)[:, ::step]
+        lab = np.zeros(shape, np.uint8)
+        lab[5:15, 8:24, 4:12] = 1
+        aff = np.diag([1.0, float(step), 1.0, 1.0])
+        nib.save(nib.Nifti1Image(img, aff), str(folder / "scan.nii.gz"))
+        nib.save(nib.Nifti1Image(lab[:, ::step].copy(), aff), str(folder / "seg.nii.gz"))
+        save_overlay_png(folder / "scan.nii.gz", folder / "seg.nii.gz", folder / "o.png")
+    iso, aniso = ([ax.get_position().bounds for ax in fig.axes] for fig in seen)
+    np.testing.assert_allclose(iso, aniso, atol=0.01)
+    for fig in seen:  # each panel's data are drawn in mm: a sagittal panel spans 32 mm by 20 mm
+        assert fig.axes[0].get_xlim() == (0.0, 32.0) and fig.axes[0].get_ylim() == (0.0, 20.0)

@@ -67,6 +67,80 @@ def test_ibsr18_nifti(tmp_path):
         check_case(item, dl["channels"], label_values={0, 1, 2, 3}, require_label=True, base_dir=tmp_path)
 
 
+def make_ibsr_maia(root: Path, train: list[int], test: list[int], val: list[int] = ()) -> None:
+    """The MAIA split as distributed: 4D images with a trailing axis of 1, 1.5 mm between coronal slices."""
+    affine = np.diag([0.9375, 1.5, 0.9375, 1.0])
+    rng = np.random.default_rng(0)
+    for folder, ids, labelled in (
+        ("Training_Set", train, True),
+        ("Test_Set", test, False),
+        ("Validation_Set", val, True),
+    ):
+        for i in ids:
+            cid = f"IBSR_{i:02d}"
+            (root / folder / cid).mkdir(parents=True)
+            image = rng.integers(0, 100, SHAPE + (1,)).astype(np.int16)
+            nib.save(nib.Nifti1Image(image, affine), str(root / folder / cid / f"{cid}.nii.gz"))
+            if labelled:
+                seg = rng.integers(0, 4, SHAPE + (1,)).astype(np.int16)
+                nib.save(nib.Nifti1Image(seg, affine), str(root / folder / cid / f"{cid}_seg.nii.gz"))
+
+
+MAIA_TRAIN = [1, 3, 4, 5, 6, 7, 8, 9, 16, 18]
+
+
+def test_ibsr18_maia_split(tmp_path):
+    make_ibsr_maia(tmp_path, MAIA_TRAIN, [2, 10, 15], [11, 12, 13, 14, 17])
+    dl = make_datalist("ibsr18", tmp_path, folds=5)
+    assert dl["labels"] == {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}
+    assert [e["case"] for e in dl["training"]] == [f"IBSR_{i:02d}" for i in MAIA_TRAIN]
+    assert dl["training"][0]["image"] == ["Training_Set/IBSR_01/IBSR_01.nii.gz"]
+    assert dl["training"][0]["label"] == "Training_Set/IBSR_01/IBSR_01_seg.nii.gz"
+    # the reference study's held-back scans are fold 0, the others share the remaining folds evenly
+    folds = {e["case"]: e["fold"] for e in dl["training"]}
+    assert [c for c, f in folds.items() if f == 0] == ["IBSR_07", "IBSR_16"]
+    assert sorted(Counter(f for f in folds.values() if f != 0).values()) == [2, 2, 2, 2]
+    testing = {e["case"]: e for e in dl["testing"]}
+    assert sorted(testing) == [
+        "IBSR_02",
+        "IBSR_10",
+        "IBSR_11",
+        "IBSR_12",
+        "IBSR_13",
+        "IBSR_14",
+        "IBSR_15",
+        "IBSR_17",
+    ]
+    assert "label" not in testing["IBSR_02"] and testing["IBSR_11"]["label"].startswith("Validation_Set/")
+    assert all("fold" not in e for e in dl["testing"])
+    assert_paths_resolve(dl, tmp_path)
+    for item in dl["training"]:  # the 4D files pass the input checks
+        check_case(item, dl["channels"], label_values={0, 1, 2, 3}, require_label=True, base_dir=tmp_path)
+
+
+def test_ibsr18_maia_without_reference_cases_and_bad_options(tmp_path):
+    make_ibsr_maia(tmp_path, [1, 3, 4], [2])
+    dl = make_datalist("ibsr18", tmp_path, folds=3)
+    assert sorted(e["fold"] for e in dl["training"]) == [0, 1, 2]  # no fixed fold: dealt as usual
+    with pytest.raises(ValueError, match="MAIA layout"):
+        make_datalist("ibsr18", tmp_path, folds=3, label="seg")
+    (tmp_path / "Training_Set" / "IBSR_05").mkdir()
+    with pytest.raises(ValueError, match=r"IBSR_05 has no image IBSR_05\.nii\.gz"):
+        make_datalist("ibsr18", tmp_path, folds=3)
+
+
+def test_ibsr18_maia_real_folder():
+    import os
+
+    root = os.environ.get("BRAINBUNDLES_DATA")
+    if not root or not (Path(root) / "ibsr18").is_dir():
+        pytest.skip("BRAINBUNDLES_DATA is not set (or has no ibsr18/): the real IBSR18 folder is unavailable")
+    dl = make_datalist("ibsr18", Path(root) / "ibsr18")
+    assert dl["numTraining"] == 10 and dl["numTest"] == 3
+    assert sorted(e["case"] for e in dl["training"] if e["fold"] == 0) == ["IBSR_07", "IBSR_16"]
+    assert all("label" not in e for e in dl["testing"])
+
+
 def test_ibsr18_prefers_segtri_over_seg(tmp_path):
     ids = make_ibsr(tmp_path, 3, label="segTRI")
     for i, cid in enumerate(ids):

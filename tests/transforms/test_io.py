@@ -341,3 +341,43 @@ def test_collect_volumes_one_row_per_case(tmp_path):
 def test_collect_volumes_empty_folder_returns_none(tmp_path):
     assert collect_volumes(tmp_path) is None
     assert listing(tmp_path) == []
+
+
+def test_save_segmentationd_writes_background_where_the_scan_is_zero(tmp_path):
+    """Labels where the scan is zero (outside a skull-stripped brain) are written as background, and
+    the volumes do not count them; the switch keeps them."""
+    aff = oriented_affine(("R", "A", "S"), (1.0, 1.0, 1.0))
+    ref_path = tmp_path / "in" / "c1.nii.gz"
+    data = np.random.default_rng(1).uniform(1, 100, size=SHAPE).astype(np.float32)
+    data[: SHAPE[0] // 2] = 0.0  # half the grid outside the brain
+    ref_path.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(data, aff), str(ref_path))
+    lab = np.full(SHAPE, 3, dtype=np.uint8)  # "WM" everywhere, also where the scan is zero
+    pred = torch.as_tensor(lab[None], dtype=torch.float32)
+
+    out = tmp_path / "out"
+    SaveSegmentationd(output_dir=out, label_names=NAMES, write_png=False)(
+        {"pred": pred, "reference": str(ref_path), "case": "c1"}
+    )
+    written = np.asarray(nib.load(str(out / "c1_seg.nii.gz")).dataobj)
+    assert np.all(written[: SHAPE[0] // 2] == 0) and np.all(written[SHAPE[0] // 2 :] == 3)
+    inside = np.count_nonzero(data) / 1000.0
+    assert json.loads((out / "c1_volumes.json").read_text())["volumes_ml"]["WM"] == pytest.approx(inside)
+
+    kept = tmp_path / "kept"
+    SaveSegmentationd(output_dir=kept, label_names=NAMES, write_png=False, background_outside_input=False)(
+        {"pred": pred, "reference": str(ref_path), "case": "c1"}
+    )
+    assert np.all(np.asarray(nib.load(str(kept / "c1_seg.nii.gz")).dataobj) == 3)
+
+
+def test_save_like_keeps_a_trailing_axis_of_one(tmp_path):
+    """IBSR18 stores its 3D scans as 4D with a trailing axis of 1: the label map keeps that exact shape."""
+    aff = oriented_affine(("R", "A", "S"), (0.9375, 1.5, 0.9375))
+    ref = write_ref(tmp_path / "c1.nii.gz", aff, shape=SHAPE + (1,), dtype=np.int16)
+    lab = labels()
+    out = save_like(lab[None], ref, tmp_path / "out" / "c1_seg.nii.gz")
+    img = nib.load(str(out))
+    assert img.shape == SHAPE + (1,)
+    np.testing.assert_array_equal(img.affine, nib.load(ref).affine)
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[..., 0], lab)

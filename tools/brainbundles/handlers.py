@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from brainbundles.bundle.weights import find_weights, load_weights, save_weights
+from brainbundles.bundle.weights import check_listed_checksum, find_weights, load_weights, save_weights
 from brainbundles.fileio import atomic_write, write_json_atomic
 
 __all__ = ["TrainingCheckpoint", "LoadWeights"]
@@ -142,5 +142,6 @@ class LoadWeights:
 
     def __call__(self, engine: Engine | None = None) -> None:
         path = find_weights(self.ckpt_dir, folds=True)
+        check_listed_checksum(path)
         self.network.load_state_dict(load_weights(path))
         logger.info("loaded the weights in %s", path)

@@ -225,8 +225,10 @@ class EnsembleInferer(Inferer):
 
     def _member_states(self) -> list[dict]:
         if self._states is None:
-            from brainbundles.bundle.weights import load_weights
+            from brainbundles.bundle.weights import check_listed_checksum, load_weights
 
+            for m in self.members:
+                check_listed_checksum(m)
             self._states = [load_weights(m) for m in self.members]
         return self._states
 

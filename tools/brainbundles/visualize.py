@@ -1,53 +1,132 @@
-"""Quick-look pictures: three orthogonal slices of a scan with its segmentation overlaid."""
+"""Quick-look pictures: three orthogonal slices of a scan with its segmentation overlaid, drawn in
+millimetres (true aspect ratio) in RAS orientation, with a legend naming each class and its volume."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 
 from brainbundles.fileio import atomic_write
 
 __all__ = ["save_overlay_png"]
 
+#: one colour per label value 1, 2, 3, ... (matplotlib's tab10), the same in every bundle
+_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
-def _canonical(path: str | os.PathLike) -> np.ndarray:
-    img = nib.as_closest_canonical(nib.load(str(path)))
-    data = np.asanyarray(img.dataobj)
-    return data[..., 0] if data.ndim == 4 else data
+
+def _canonical(image: str | os.PathLike | SpatialImage) -> tuple[np.ndarray, np.ndarray]:
+    """The first 3D volume of ``image`` in RAS voxel order (nibabel's closest canonical) and its voxel
+    sizes in mm."""
+    img = image if isinstance(image, SpatialImage) else nib.load(str(image))
+    if len(img.shape) == 4:  # a 4D file: its first volume (a trailing axis of 1, or the first channel)
+        img = img.slicer[..., 0]
+    img = nib.as_closest_canonical(img)
+    return np.asanyarray(img.dataobj), np.asarray(img.header.get_zooms()[:3], dtype=float)
 
 
-def save_overlay_png(image: str | os.PathLike, labels: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Axial, coronal and sagittal slices (through the centre of the segmented region) of ``image``
-    with ``labels`` overlaid, both shown in RAS orientation whatever their storage order."""
+def save_overlay_png(
+    image: str | os.PathLike | SpatialImage,
+    labels: str | os.PathLike | SpatialImage,
+    out: str | os.PathLike,
+    label_names: Mapping[int, str] | None = None,
+    volumes_ml: Mapping[str, float] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Sagittal, coronal and axial slices through the centre of the segmented region of ``image``, with
+    ``labels`` (same grid) overlaid.
+
+    Both are shown in RAS orientation whatever their storage order (neurological convention: the
+    patient's right on the right of the coronal and axial panels, anterior to the right of the sagittal
+    one; letters mark each side), each panel in millimetres so that anisotropic voxels (IBSR's 1.5 mm
+    between coronal slices) keep the scan's true proportions. A legend names each class with its colour
+    and, from ``volumes_ml`` (``{name: mL}``, as :func:`brainbundles.transforms.io.label_volumes_ml`
+    gives), its volume. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
 
-    img = _canonical(image).astype(np.float32)
-    lab = _canonical(labels).astype(np.int16)
+    img, zoom = _canonical(image)
+    img = img.astype(np.float32)
+    lab, _ = _canonical(labels)
+    lab = np.rint(lab).astype(np.int16)
+    if img.shape != lab.shape:
+        raise ValueError(f"{out}: image shape {img.shape} and label shape {lab.shape} differ")
     fg = np.argwhere(lab > 0)
     centre = fg.mean(0).round().astype(int) if len(fg) else np.array(lab.shape) // 2
-    hi = np.percentile(img[img != 0], 99.5) if np.any(img != 0) else 1.0
-    n = max(int(lab.max()), 1)
-    cmap = ListedColormap(plt.get_cmap("tab10").colors[:n])
+    hi = float(np.percentile(img[img != 0], 99.5)) if np.any(img != 0) else 1.0
+    names = {int(k): str(v) for k, v in (label_names or {}).items() if int(k) != 0}
+    present = sorted(set(names) | {int(v) for v in np.unique(lab) if v > 0})
+    n = max(present, default=1)
+    cmap = ListedColormap([_COLOURS[(i - 1) % len(_COLOURS)] for i in range(1, n + 1)])
+    nx, ny, nz = (np.asarray(img.shape) * zoom).tolist()  # extents in mm
     views = [
-        ("sagittal", img[centre[0]].T, lab[centre[0]].T),
-        ("coronal", img[:, centre[1]].T, lab[:, centre[1]].T),
-        ("axial", img[:, :, centre[2]].T, lab[:, :, centre[2]].T),
+        # name, image slice (rows = vertical axis), label slice, extent (mm), side letters (left, right, bottom, top)
+        ("sagittal", img[centre[0]].T, lab[centre[0]].T, (0, ny, 0, nz), ("P", "A", "I", "S")),
+        ("coronal", img[:, centre[1]].T, lab[:, centre[1]].T, (0, nx, 0, nz), ("L", "R", "I", "S")),
+        ("axial", img[:, :, centre[2]].T, lab[:, :, centre[2]].T, (0, nx, 0, ny), ("L", "R", "P", "A")),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (name, im, lb) in zip(axes, views, strict=True):
-        ax.imshow(im, cmap="gray", origin="lower", vmin=0, vmax=hi)
-        ax.imshow(np.ma.masked_where(lb == 0, lb), cmap=cmap, vmin=1, vmax=n, alpha=0.4, origin="lower")
-        ax.set_title(name)
+    widths = [v[3][1] for v in views]
+    height = max(v[3][3] for v in views)
+    fig, axes = plt.subplots(
+        1, 3, figsize=(12, 12 * height / sum(widths) + 1.4), gridspec_kw={"width_ratios": widths}
+    )
+    for ax, (name, im, lb, extent, sides) in zip(axes, views, strict=True):
+        ax.imshow(im, cmap="gray", origin="lower", vmin=0, vmax=hi, extent=extent, interpolation="nearest")
+        ax.imshow(
+            np.ma.masked_where(lb == 0, lb),
+            cmap=cmap,
+            vmin=0.5,
+            vmax=n + 0.5,
+            alpha=0.45,
+            origin="lower",
+            extent=extent,
+            interpolation="nearest",
+        )
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=10)
         ax.axis("off")
-    fig.suptitle(Path(str(image)).name)
-    fig.tight_layout()
+        kw = {"transform": ax.transAxes, "color": "yellow", "fontsize": 9, "fontweight": "bold"}
+        ax.text(0.01, 0.5, sides[0], ha="left", va="center", **kw)
+        ax.text(0.99, 0.5, sides[1], ha="right", va="center", **kw)
+        ax.text(0.5, 0.01, sides[2], ha="center", va="bottom", **kw)
+        ax.text(0.5, 0.99, sides[3], ha="center", va="top", **kw)
+    handles = []
+    for v in present:
+        name = names.get(v)
+        vol = (volumes_ml or {}).get(name) if name else None
+        text = (f"{v} {name}" if name else f"label {v}") + (f": {vol:.1f} mL" if vol is not None else "")
+        handles.append(Patch(facecolor=_COLOURS[(v - 1) % len(_COLOURS)], alpha=0.8, label=text))
+    if volumes_ml and "total" in volumes_ml:
+        handles.append(
+            Patch(facecolor="none", edgecolor="none", label=f"total: {volumes_ml['total']:.1f} mL")
+        )
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False, fontsize=9)
+    shape = "×".join(str(s) for s in img.shape)
+    voxel = "×".join(f"{z:g}" for z in zoom)
+    if title is None:
+        title = "" if isinstance(image, SpatialImage) else Path(str(image)).name
+    fig.suptitle(f"{title}  ({shape} voxels of {voxel} mm, RAS)".strip(), fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95))
     try:
         return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
     finally:

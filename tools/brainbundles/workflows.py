@@ -19,7 +19,7 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 
 from brainbundles.bundle.verify import config_files
-from brainbundles.bundle.weights import UnsafeFileError
+from brainbundles.bundle.weights import ChecksumError, UnsafeFileError
 from brainbundles.data.checks import InputError
 from brainbundles.fileio import write_json_atomic
 
@@ -107,10 +107,11 @@ def copy_bundle(
     src: str | os.PathLike, dst: str | os.PathLike, overrides: Mapping[str, object] | None = None
 ) -> Path:
     """Copy a bundle's files (not its data, weights or outputs) to ``dst`` and write ``overrides``
-    (``{"id#sub": value}``) into the copy's ``configs/common.json``, so the copy is self-consistent."""
+    (``{"id#sub": value}``) into the copy's ``configs/common.json``, so the copy is self-consistent.
+    ``large_files.yml`` is not copied: it lists the checksums of the source's weights, which stay behind."""
     src, dst = resolve_bundle(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    for item in ("configs", "docs", "LICENSE", "large_files.yml"):
+    for item in ("configs", "docs", "LICENSE"):
         s = src / item
         if s.is_dir():
             shutil.copytree(s, dst / item, dirs_exist_ok=True)
@@ -326,10 +327,11 @@ def run_inference(
     was bad. A missing bundle file (weights, Nyúl landmarks) raises ``FileNotFoundError`` naming it."""
     from monai.bundle import run
 
-    from brainbundles.bundle.weights import find_weights
+    from brainbundles.bundle.weights import check_listed_checksum, find_weights, fold_weights
 
     root = find_bundle(bundle, sha256=sha256, trust=trust)
-    find_weights(root / "models", folds=True)
+    for weights in fold_weights(root / "models") or [find_weights(root / "models", folds=True)]:
+        check_listed_checksum(weights)  # a corrupted or changed weights file stops here, named
     args: dict[str, object] = {"bundle_root": str(root), "output_dir": str(Path(output_dir).resolve())}
     if inputs:
         args["input_files"] = [_absolute(p) for p in ([inputs] if isinstance(inputs, str) else inputs)]
@@ -349,7 +351,8 @@ def run_inference(
         )
     except RuntimeError as e:  # MONAI wraps errors in config evaluation and transforms: surface ours
         cause: BaseException | None = e
-        while cause is not None and not isinstance(cause, (InputError, FileNotFoundError, UnsafeFileError)):
+        known = (InputError, FileNotFoundError, UnsafeFileError, ChecksumError)
+        while cause is not None and not isinstance(cause, known):
             cause = cause.__cause__
         if cause is None:
             raise
@@ -390,6 +393,7 @@ DEMO_PROFILES: dict[str, dict] = {
             "network_def#features": [16, 32, 64, 128],
             "network_def#dropout": 0.0,
             "patch_size": [48, 48, 48],
+            "spacing": [1.0, 1.0, 1.0],
         },
         "train": {
             "epochs": 50,

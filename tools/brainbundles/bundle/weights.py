@@ -11,10 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import yaml
 
-from brainbundles.fileio import atomic_write
+from brainbundles.fileio import atomic_write, sha256_file
 
 __all__ = [
+    "ChecksumError",
+    "check_listed_checksum",
     "fold_weights",
     "WEIGHT_FILES",
     "PICKLE_SUFFIXES",
@@ -32,6 +35,53 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
 class UnsafeFileError(ValueError):
     """A file would run code, or reach outside its folder, if it were used."""
+
+
+class ChecksumError(ValueError):
+    """A weights file differs from the sha256 its bundle's ``large_files.yml`` lists for it."""
+
+
+#: MONAI's list of a bundle's large files, with their sha256 (written by ``brainbundles export``)
+LARGE_FILES_NAME = "large_files.yml"
+
+
+def check_listed_checksum(path: str | os.PathLike, levels: int = 3) -> bool:
+    """Check ``path`` against the sha256 that its bundle's ``large_files.yml`` lists for it.
+
+    The list is looked for in the file's folder and up to ``levels`` folders above it (a bundle's
+    ``models/model.safetensors`` or ``models/fold_<k>/model.safetensors``); its paths are relative to the
+    folder that holds it. Returns True when the file is listed and matches, False when no list names it
+    (weights of a local training run), and raises :class:`ChecksumError` naming the file when it is listed
+    with another sha256 (a corrupted download or a tampered file), or ``ValueError`` when the list that
+    names it cannot be read."""
+    path = Path(path).absolute()
+    for folder in list(path.parents)[: levels + 1]:
+        listing = folder / LARGE_FILES_NAME
+        if not listing.is_file():
+            continue
+        try:
+            entries = (yaml.safe_load(listing.read_text()) or {}).get("large_files") or []
+        except (OSError, yaml.YAMLError, AttributeError) as e:
+            raise ValueError(f"{listing}: not a readable large-files list ({e})") from None
+        for entry in entries:
+            if not isinstance(entry, Mapping) or (folder / str(entry.get("path", ""))).absolute() != path:
+                continue
+            expected = str(entry.get("hash_val") or "").lower()
+            kind = str(entry.get("hash_type") or "sha256").lower()
+            if not expected:
+                return False
+            if kind != "sha256":
+                raise ValueError(f"{listing}: {entry.get('path')}: hash_type {kind!r}, expected 'sha256'")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise ChecksumError(
+                    f"{path}: sha256 {actual} does not match {expected} listed in {listing}; the weights "
+                    "file is corrupted or was changed: download the bundle again, or, if you trained these "
+                    "weights yourself, run `brainbundles export` on the bundle to list them"
+                )
+            return True
+        return False
+    return False
 
 
 def fold_weights(ckpt_dir: str | os.PathLike) -> list[Path]:

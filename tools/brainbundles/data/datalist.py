@@ -51,6 +51,7 @@ from brainbundles.fileio import write_json_atomic
 __all__ = [
     "BRATS_CHANNELS",
     "BRATS_LABELS",
+    "IBSR_REFERENCE_VALIDATION",
     "IBSR_TISSUE_LABELS",
     "LAYOUTS",
     "MSD_TASK01_CHANNELS",
@@ -95,6 +96,9 @@ class LayoutResult:
     test_cases: list[str] = field(default_factory=list)
     #: how the label files number their classes (a key of brainbundles.data.labels.LABEL_CONVENTIONS)
     label_convention: str | None = None
+    #: training cases with a fixed fold (e.g. a study's own validation cases); the others are dealt to the
+    #: remaining folds
+    fold_cases: dict[str, int] = field(default_factory=dict)
 
 
 LayoutFn = Callable[..., LayoutResult]
@@ -184,27 +188,84 @@ _IBSR_DIR = re.compile(r"IBSR_\d+")
 _IBSR_LABEL_KINDS = ("segTRI", "segTRI_fill", "seg")
 
 
+#: the MAIA split's folders: (folder, labelled cases go to "training" (True) or "testing" (False))
+_IBSR_MAIA_SETS = (("Training_Set", True), ("Validation_Set", False), ("Test_Set", False))
+#: the cases the IBSR18 reference study (Gómez, Vaca, Tascón 2020) held back from its training set for
+#: model selection: fold 0 of a MAIA-layout datalist
+IBSR_REFERENCE_VALIDATION = ("IBSR_07", "IBSR_16")
+
+
+def _ibsr_maia_cases(root: Path) -> tuple[list[Case], list[str]]:
+    """The MAIA layout: ``<root>/{Training_Set,Validation_Set,Test_Set}/IBSR_nn/IBSR_nn.nii.gz`` (+
+    ``IBSR_nn_seg.nii.gz``). Returns the cases and the ids that must go to "testing" (every
+    ``Validation_Set`` and ``Test_Set`` case: labelled or not, they are not for training)."""
+    cases: list[Case] = []
+    testing: list[str] = []
+    for folder, trains in _IBSR_MAIA_SETS:
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for d in sorted(p for p in base.iterdir() if p.is_dir() and _IBSR_DIR.fullmatch(p.name)):
+            cid = d.name
+            image = _find_volume(d / cid)
+            if image is None:
+                raise ValueError(
+                    f"ibsr18 layout: case folder {d} has no image {cid}.nii.gz / .nii / .hdr+.img"
+                )
+            cases.append(Case(cid, [image], _find_volume(d / f"{cid}_seg")))
+            if not trains:
+                testing.append(cid)
+    return cases, testing
+
+
 @register_layout("ibsr18")
 def _layout_ibsr18(root: Path, channels: Sequence[str] | None = None, label: str = "auto") -> LayoutResult:
-    """IBSR 18 (Internet Brain Segmentation Repository), one folder per case.
+    """IBSR 18 (Internet Brain Segmentation Repository), in either of the two layouts people have it.
 
-    ``<root>/IBSR_nn/IBSR_nn_ana_strip.{nii.gz,nii,hdr+img}`` is the image (channel ``T1``); the label is
-    ``IBSR_nn_segTRI_ana`` (3 classes: 1 CSF, 2 GM, 3 WM) or ``IBSR_nn_seg_ana`` (the full structure
-    labelling), same extensions. Analyze pairs are listed by their ``.hdr`` path.
+    * **MAIA split** (the common distribution, and the split of the reference study): ``<root>/Training_Set``,
+      ``<root>/Test_Set`` and (when present) ``<root>/Validation_Set``, each with ``IBSR_nn/IBSR_nn.nii.gz``
+      (channel ``T1``) and, where labelled, ``IBSR_nn_seg.nii.gz`` (0 background, 1 CSF, 2 GM, 3 WM).
+      ``Training_Set`` cases are training cases; ``Validation_Set`` (labelled) and ``Test_Set`` (unlabelled)
+      cases go to "testing". The reference study's held-back scans :data:`IBSR_REFERENCE_VALIDATION`
+      (IBSR_07, IBSR_16) are fold 0; the other training cases are dealt to the other folds.
+    * **NITRC original**: ``<root>/IBSR_nn/IBSR_nn_ana_strip.{nii.gz,nii,hdr+img}`` is the image; the label
+      is ``IBSR_nn_segTRI_ana`` (3 classes: 1 CSF, 2 GM, 3 WM) or ``IBSR_nn_seg_ana`` (the full structure
+      labelling), same extensions. Analyze pairs are listed by their ``.hdr`` path.
 
-    Option ``label``: ``"auto"`` (default) takes ``_segTRI_ana`` when it exists and ``_seg_ana`` otherwise;
-    ``"segTRI"``, ``"segTRI_fill"`` or ``"seg"`` ask for that file only (cases without it have no label).
-    Under ``"auto"`` a dataset must not mix the two kinds (a ValueError names the cases), since 3-class and
-    structure labels cannot be trained together. ``labels`` is the tissue set when ``_segTRI`` files are
-    used, and unknown (absent) for ``_seg_ana`` files.
+    Option ``label`` (NITRC layout only): ``"auto"`` (default) takes ``_segTRI_ana`` when it exists and
+    ``_seg_ana`` otherwise; ``"segTRI"``, ``"segTRI_fill"`` or ``"seg"`` ask for that file only (cases without
+    it have no label). Under ``"auto"`` a dataset must not mix the two kinds (a ValueError names the cases),
+    since 3-class and structure labels cannot be trained together. ``labels`` is the tissue set when
+    ``_segTRI`` files are used, and unknown (absent) for ``_seg_ana`` files.
     """
     channels = _check_channels(channels, ["T1"], "ibsr18")
     if label != "auto" and label not in _IBSR_LABEL_KINDS:
         raise ValueError(
             f"ibsr18 layout: label={label!r}, expected 'auto' or one of {list(_IBSR_LABEL_KINDS)}"
         )
+    if any((root / folder).is_dir() for folder, _ in _IBSR_MAIA_SETS):
+        if label != "auto":
+            raise ValueError(
+                f"ibsr18 layout: label={label!r} applies to the NITRC layout (_segTRI_ana files); {root} is "
+                "in the MAIA layout (IBSR_nn_seg.nii.gz tissue labels)"
+            )
+        cases, testing = _ibsr_maia_cases(root)
+        if not cases:
+            raise ValueError(
+                f"ibsr18 layout: no cases found: searched for Training_Set/IBSR_<nn>/IBSR_<nn>.nii.gz (and "
+                f"Validation_Set, Test_Set) under root {root}"
+            )
+        trained = {c.case for c in cases if c.label is not None and c.case not in testing}
+        return LayoutResult(
+            cases=cases,
+            channels=channels,
+            name="IBSR18",
+            labels=IBSR_TISSUE_LABELS,
+            test_cases=testing,
+            fold_cases={c: 0 for c in IBSR_REFERENCE_VALIDATION if c in trained},
+        )
     kinds = ("segTRI", "seg") if label == "auto" else (label,)
-    cases: list[Case] = []
+    cases = []
     kind_of: dict[str, str | None] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and _IBSR_DIR.fullmatch(p.name)):
         cid = d.name
@@ -223,7 +284,7 @@ def _layout_ibsr18(root: Path, channels: Sequence[str] | None = None, label: str
     if not cases:
         raise ValueError(
             f"ibsr18 layout: no cases found: searched for folders IBSR_<nn>/IBSR_<nn>_ana_strip.nii.gz "
-            f"(or .nii, .hdr/.img) under root {root}"
+            f"(or .nii, .hdr/.img), or Training_Set/IBSR_<nn>/IBSR_<nn>.nii.gz, under root {root}"
         )
     used = {k for k in kind_of.values() if k is not None}
     if label == "auto" and len(used) > 1:
@@ -912,8 +973,17 @@ def make_datalist(
                 f"folds={folds} is more than the {len(pool)} training case{'s' if len(pool) != 1 else ''} "
                 f"found by layout {layout!r} under root {root}"
             )
-        for rank, i in enumerate(rng.permutation(len(pool))):
-            fold_of[pool[int(i)].case] = rank % folds
+        fixed = {c: f for c, f in result.fold_cases.items() if any(p.case == c for p in pool)}
+        bad = {c: f for c, f in fixed.items() if not 0 <= f < folds}
+        if bad:
+            raise ValueError(
+                f"layout {layout!r}: fixed folds {bad} are outside 0..{folds - 1} (folds={folds})"
+            )
+        fold_of.update(fixed)
+        free = [f for f in range(folds) if f not in fixed.values()] or list(range(folds))
+        rest = [c for c in pool if c.case not in fixed]
+        for rank, i in enumerate(rng.permutation(len(rest))):
+            fold_of[rest[int(i)].case] = free[rank % len(free)]
     else:
         logger.warning(
             "layout %r: no labelled cases under %s, the datalist has testing cases only", layout, root

@@ -47,7 +47,11 @@ def save_like(
             f"{reference}: result shape {tuple(array.shape)} differs from the scan's shape {shape}"
         )
     data = np.ascontiguousarray(array.astype(dtype))
-    if isinstance(ref, nib.Nifti1Pair) and len(ref.shape) == 3:  # NIfTI-1/2, single file or pair
+    # a 3D scan stored as 4D with a trailing axis of 1 (IBSR18): the output keeps that exact shape
+    trailing_one = len(ref.shape) == 4 and ref.shape[3] == 1
+    if trailing_one:
+        data = data[..., None]
+    if isinstance(ref, nib.Nifti1Pair) and (len(ref.shape) == 3 or trailing_one):  # NIfTI-1/2, file or pair
         cls = nib.Nifti2Image if isinstance(ref, nib.Nifti2Pair) else nib.Nifti1Image
         img = cls(data, ref.affine, header=ref.header.copy())
         img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
@@ -86,7 +90,10 @@ class SaveSegmentationd(MapTransform):
 
     Expects in the data dict: ``keys`` (the label map, 1 x H x W x D or H x W x D, in the scan's
     native voxel order, e.g. after ``Invertd`` and ``AsDiscreted(argmax=True)``), ``reference_key`` (the
-    path of the scan whose grid the output takes) and ``case_key`` (the case id). Writes
+    path of the scan whose grid the output takes) and ``case_key`` (the case id). With
+    ``background_outside_input`` (the default) every voxel where the reference scan is zero (in every
+    volume of a 4D file) is written as background: a skull-stripped scan's outside, where no tissue or
+    lesion can be and where interpolation and the network's padding otherwise leave stray labels. Writes
     ``<case>_seg.nii.gz``, ``<case>_volumes.json`` and (optionally) ``<case>_overlay.png``. With
     ``count_lesions`` the JSON also holds the number of lesions (26-connected components) per label, and
     after :class:`brainbundles.postprocessing.UncertaintyMapd` its per-case ``uncertainty`` summary.
@@ -103,9 +110,11 @@ class SaveSegmentationd(MapTransform):
         write_volumes: bool = True,
         write_png: bool = True,
         count_lesions: bool = False,
+        background_outside_input: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.background_outside_input = background_outside_input
         self.output_dir = Path(output_dir)
         self.label_names = {int(k): str(v) for k, v in (label_names or {}).items()}
         self.reference_key, self.case_key = reference_key, case_key
@@ -115,20 +124,31 @@ class SaveSegmentationd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         reference, case = str(d[self.reference_key]), str(d[self.case_key])
+        ref = nib.load(reference)
+        outside = None
+        if self.background_outside_input:  # voxels where the scan is zero (outside a skull-stripped brain)
+            values = np.asanyarray(ref.dataobj)
+            outside = (values == 0).all(axis=3) if values.ndim == 4 else values == 0
         for key in self.key_iterator(d):
             pred = d[key]
             arr = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
             arr = np.rint(arr).astype(np.uint8)
+            labels = arr[0] if arr.ndim == 4 else arr
+            if outside is not None:
+                if labels.shape != outside.shape:
+                    raise ValueError(
+                        f"{reference}: result shape {labels.shape} differs from the scan's shape {outside.shape}"
+                    )
+                labels[outside] = 0  # in place: arr holds the same voxels
             seg_path = save_like(arr, reference, self.output_dir / f"{case}_{self.output_postfix}.nii.gz")
             d[f"{key}_path"] = str(seg_path)
-            labels = arr[0] if arr.ndim == 4 else arr
+            volumes = label_volumes_ml(labels, ref.affine, self.label_names)
             if self.write_volumes:
-                affine = nib.load(str(reference)).affine
                 record = {
                     "case": case,
                     "image": reference,
                     "segmentation": str(seg_path),
-                    "volumes_ml": label_volumes_ml(labels, affine, self.label_names),
+                    "volumes_ml": volumes,
                 }
                 if self.count_lesions:
                     record["lesions"] = label_lesion_counts(labels, self.label_names)
@@ -138,7 +158,14 @@ class SaveSegmentationd(MapTransform):
             if self.write_png:
                 from brainbundles.visualize import save_overlay_png
 
-                save_overlay_png(reference, seg_path, self.output_dir / f"{case}_overlay.png")
+                save_overlay_png(
+                    ref,
+                    nib.Nifti1Image(labels, ref.affine),
+                    self.output_dir / f"{case}_overlay.png",
+                    label_names=self.label_names,
+                    volumes_ml=volumes,
+                    title=Path(reference).name,
+                )
         return d
 
 
