@@ -66,6 +66,7 @@ def save_overlay_png(
 
     img, zoom = _canonical(image)
     img = img.astype(np.float32)
+    full_shape = img.shape
     lab, _ = _canonical(labels)
     lab = np.rint(lab).astype(np.int16)
     if img.shape != lab.shape:
@@ -77,6 +78,16 @@ def save_overlay_png(
     present = sorted(set(names) | {int(v) for v in np.unique(lab) if v > 0})
     n = max(present, default=1)
     cmap = ListedColormap([_COLOURS[(i - 1) % len(_COLOURS)] for i in range(1, n + 1)])
+    # the panels show the head (non-zero voxels and labels) with a 5 mm margin, not the empty field of view
+    inside = np.argwhere((img != 0) | (lab > 0))
+    margin = np.ceil(5.0 / zoom).astype(int)
+    lo = np.maximum(inside.min(0) - margin, 0) if len(inside) else np.zeros(3, int)
+    hi_ = np.minimum(inside.max(0) + 1 + margin, img.shape) if len(inside) else np.asarray(img.shape)
+    img, lab = (
+        img[tuple(slice(a, b) for a, b in zip(lo, hi_, strict=True))],
+        lab[tuple(slice(a, b) for a, b in zip(lo, hi_, strict=True))],
+    )
+    centre = np.clip(centre - lo, 0, np.asarray(img.shape) - 1)
     nx, ny, nz = (np.asarray(img.shape) * zoom).tolist()  # extents in mm
     views = [
         # name, image slice (rows = vertical axis), label slice, extent (mm), side letters (left, right, bottom, top)
@@ -121,7 +132,7 @@ def save_overlay_png(
         )
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False, fontsize=9)
-    shape = "×".join(str(s) for s in img.shape)
+    shape = "×".join(str(s) for s in full_shape)
     voxel = "×".join(f"{z:g}" for z in zoom)
     if title is None:
         title = "" if isinstance(image, SpatialImage) else Path(str(image)).name

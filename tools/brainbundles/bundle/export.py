@@ -109,9 +109,10 @@ def _stats(rows: Sequence[Sequence[float]]) -> dict[str, list[float]]:
 def training_fingerprint(
     train_items: Sequence[Mapping], val_items: Sequence[Mapping], channels: Sequence[str]
 ) -> dict:
-    """What a network was trained on, from the image headers (no voxel data is read): case counts,
-    a sha256 over the sorted case ids, channels, label conventions, orientations, and the
-    min / median / max voxel spacing (mm) and shape."""
+    """What a network was trained on: case counts, a sha256 over the sorted case ids, a sha256 over the
+    training cases' files by content (each case's id and the sha256 of its image and label files, so the
+    same data anywhere gives the same value) and one over the validation cases', channels, label
+    conventions, orientations, and the min / median / max voxel spacing (mm) and shape (from the headers)."""
     import hashlib
 
     import nibabel as nib
@@ -123,11 +124,28 @@ def training_fingerprint(
         spacings.append([float(z) for z in img.header.get_zooms()[:3]])
         shapes.append([int(s) for s in img.shape[:3]])
         orientations.add("".join(nib.aff2axcodes(img.affine)))
-    ids = sorted(str(it.get("id", it["image"])) for it in list(train_items) + list(val_items))
+
+    def case_id(item: Mapping) -> str:  # the case id, not a path that differs from machine to machine
+        first = item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"]
+        return str(item.get("case") or item.get("id") or Path(str(first)).name)
+
+    def content(item: Mapping) -> str:  # the case's files, by content
+        images = item["image"] if isinstance(item["image"], (list, tuple)) else [item["image"]]
+        files = list(images) + ([item["label"]] if item.get("label") else [])
+        return case_id(item) + " " + " ".join(sha256_file(f) for f in files)
+
+    every = list(train_items) + list(val_items)
+    ids = sorted(case_id(it) for it in every)
     return {
         "training_cases": len(train_items),
         "validation_cases": len(val_items),
         "case_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        "training_files_sha256": hashlib.sha256(
+            "\n".join(sorted(content(it) for it in train_items)).encode()
+        ).hexdigest(),
+        "validation_files_sha256": hashlib.sha256(
+            "\n".join(sorted(content(it) for it in val_items)).encode()
+        ).hexdigest(),
         "channels": list(channels),
         "label_conventions": sorted({str(it.get("label_convention", "bundle")) for it in train_items}),
         "orientations": sorted(orientations),

@@ -144,13 +144,18 @@ def _load_label_map(img: Any, path: Path) -> np.ndarray:
 
 def load_label_pair(pred_p: Path, ref_p: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """Prediction and reference label maps and the voxel spacing (mm), after checking that both files
-    exist and share shape and affine (errors name the files)."""
+    exist and share shape and affine (errors name the files). A trailing axis of length 1 (a 3D map stored
+    as 4D, as IBSR18's) is dropped."""
     for path, what in ((pred_p, "prediction"), (ref_p, "reference")):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: {what} file not found")
     pred_img = nib.load(pred_p)
     ref_img = nib.load(ref_p)
-    if tuple(pred_img.shape) != tuple(ref_img.shape):
+
+    def spatial(shape: tuple[int, ...]) -> tuple[int, ...]:  # a 3D map stored 4D with a trailing axis of 1
+        return tuple(shape[:3]) if len(shape) == 4 and shape[3] == 1 else tuple(shape)
+
+    if spatial(pred_img.shape) != spatial(ref_img.shape):
         raise ValueError(
             f"shape mismatch between prediction {pred_p} {tuple(pred_img.shape)} "
             f"and reference {ref_p} {tuple(ref_img.shape)}"
@@ -164,8 +169,8 @@ def load_label_pair(pred_p: Path, ref_p: Path) -> tuple[np.ndarray, np.ndarray, 
             f"(max abs difference {max_diff:.3g} > {_AFFINE_ATOL:g}):\n"
             f"prediction affine:\n{pred_aff}\nreference affine:\n{ref_aff}"
         )
-    pred = _load_label_map(pred_img, pred_p)
-    ref = _load_label_map(ref_img, ref_p)
+    pred = _load_label_map(pred_img, pred_p).reshape(spatial(pred_img.shape))
+    ref = _load_label_map(ref_img, ref_p).reshape(spatial(ref_img.shape))
     spacing = tuple(float(z) for z in ref_img.header.get_zooms()[: pred.ndim])
     return pred, ref, spacing
 
