@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from brainbundles.bundle import download_bundle, export_bundle, package_bundle, verify_bundle
-from brainbundles.bundle.export import EXPORTED_FILE, build_network, example_input
+from brainbundles.bundle.export import EXPORTED_FILE, build_network, example_input, next_version
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.workflows import BUNDLE_NAMES, bundles_dir, copy_bundle, run_inference, run_training
 
@@ -77,8 +77,10 @@ def test_train_export_package_serve_download_verify_infer(tmp_path, cache, serve
     )
     run_inference(bundle, datalist=data / "datalist.json", output_dir=tmp_path / "original")
 
+    before = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
     meta = export_bundle(bundle, changelog="tiny test bundle")
-    assert meta["version"] == "0.1.1" and meta["changelog"]["0.1.1"] == "tiny test bundle"
+    after = next_version(before)  # e.g. 0.2.0 -> 0.2.1
+    assert meta["version"] == after and meta["changelog"][after] == "tiny test bundle"
     assert meta["training_data"]["training_cases"] == 2 and meta["training_data"]["channels"] == ["T1"]
     assert meta["training_data"]["spacing_mm"]["median"] == [1.5, 1.5, 1.5]
     assert meta["exported_model"]["input_shape"] == ["batch", 1, 32, 32, 32]
