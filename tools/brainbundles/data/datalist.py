@@ -22,8 +22,10 @@ Splitting (all reproducible from ``seed``):
    ``test_cases``), go to ``"testing"``;
 3. with ``test_fraction > 0``, ``round(test_fraction * n)`` (at least one) of the remaining labelled cases are
    drawn with ``numpy.random.default_rng(seed)`` and moved to ``"testing"`` (they keep their label);
-4. the remaining cases are shuffled with the same generator (``rng.permutation``) and folds are dealt
-   round-robin, so fold sizes differ by at most one.
+4. cases a layout gives a fixed fold (``ibsr18`` MAIA split: the reference study's held-back IBSR_07 and
+   IBSR_16 are fold 0) keep it; the remaining cases are shuffled with the same generator
+   (``rng.permutation``) and dealt round-robin to the folds no fixed case uses (to all folds when every
+   fold has one), so those folds' sizes differ by at most one.
 
 Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`): ``ibsr18``, ``folder``,
 ``brats``, ``brats2023``, ``msd_task01``, ``wmh``, the MS lesion layouts ``isbi2015``, ``msseg2016`` and
