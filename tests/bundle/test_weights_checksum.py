@@ -54,3 +54,27 @@ def test_inference_stops_on_tampered_shipped_weights(tmp_path, untrained_export)
     with pytest.raises(ChecksumError, match=str(root / "models" / "model.safetensors")):
         run_inference(root, [str(tmp_path / "any.nii.gz")], output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _case(folder: Path, name: str, value: int) -> dict:
+    import nibabel as nib
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image, label = folder / f"{name}.nii.gz", folder / f"{name}_seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((4, 4, 4), value, np.int16), np.eye(4)), str(image))
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), str(label))
+    return {"image": [str(image)], "label": str(label), "case": name}
+
+
+def test_training_fingerprint_follows_content_not_location(tmp_path):
+    from brainbundles.bundle.export import training_fingerprint
+
+    a = [_case(tmp_path / "here", "c1", 5), _case(tmp_path / "here", "c2", 6)]
+    b = [_case(tmp_path / "elsewhere" / "x", "c1", 5), _case(tmp_path / "elsewhere" / "y", "c2", 6)]
+    fa, fb = training_fingerprint(a[:1], a[1:], ["T1"]), training_fingerprint(b[:1], b[1:], ["T1"])
+    assert fa == fb  # the same data in another folder
+    changed = training_fingerprint([_case(tmp_path / "changed", "c1", 7)], b[1:], ["T1"])
+    assert changed["training_files_sha256"] != fa["training_files_sha256"]
+    assert changed["validation_files_sha256"] == fa["validation_files_sha256"]
+    assert changed["case_ids_sha256"] == fa["case_ids_sha256"]

@@ -42,10 +42,7 @@ def test_shipped_weights_are_listed_with_their_checksum():
     meta = _shipped_metadata()
     assert check_listed_checksum(BUNDLE / "models" / "model.safetensors") is True
     assert check_listed_checksum(BUNDLE / "models" / "model.pt2") is True
-    held = set(HELD_OUT)
-    assert meta["training_data"]["training_cases"] == 8 and meta["eval_metrics"]["evaluated_cases"] == len(
-        held
-    )
+    assert meta["training_data"]["training_cases"] == 8 and meta["eval_metrics"]["evaluated_cases"] == 2
     total = sum(f.stat().st_size for f in BUNDLE.rglob("*") if f.is_file())
     assert total < 50e6, f"the bundle's files weigh {total / 1e6:.1f} MB"
 
@@ -88,3 +85,18 @@ def test_recipe_trains_on_two_real_4d_scans(tmp_path):
     assert last["epoch"] == 1 and np.isfinite(last["best_metric"]) and last["best_metric"] > 0
     fingerprint = json.loads((bundle / "models" / "training_data.json").read_text())
     assert fingerprint["training_cases"] == 1 and fingerprint["validation_cases"] == 1
+
+
+def test_shipped_fingerprint_is_the_real_ibsr18_split(tmp_path):
+    """The metadata's training-data fingerprint is what the IBSR18 folder gives: the 8 training scans and
+    IBSR_07/IBSR_16, by content."""
+    from brainbundles.bundle.export import training_fingerprint
+    from brainbundles.data import load_fold
+
+    data = _ibsr18()
+    meta = _shipped_metadata()
+    listed = tmp_path / "ibsr18.json"
+    make_datalist("ibsr18", data, out=listed)
+    train, val = (load_fold(listed, data, 0, split) for split in ("train", "val"))
+    assert sorted(it["case"] for it in val) == list(HELD_OUT)
+    assert training_fingerprint(train, val, ["T1"]) == meta["training_data"]

@@ -256,6 +256,21 @@ def test_evaluate_files_uses_header_spacing(tmp_path: Path) -> None:
     assert result["CSF"]["vol_ref_ml"] == pytest.approx(1000 * 3.0 / 1000)
 
 
+def test_evaluate_files_reads_maps_stored_4d_with_a_trailing_axis_of_one(tmp_path: Path) -> None:
+    """IBSR18 stores its 3D label maps as 4D (X, Y, Z, 1), whose header zooms have a fourth entry 0."""
+    pred, ref = _label_maps()
+    affine = np.diag([*SPACING, 1.0])
+    expected = _nan_safe(evaluate_case(pred, ref, SPACING, LABELS))
+    ref4 = _save(tmp_path / "ref4.nii.gz", ref[..., None], affine)
+    pred4 = _save(tmp_path / "pred4.nii.gz", pred[..., None], affine)
+    pred3 = _save(tmp_path / "pred3.nii.gz", pred, affine)
+    assert _nan_safe(evaluate_files(pred4, ref4, LABELS)) == expected
+    assert _nan_safe(evaluate_files(pred3, ref4, LABELS)) == expected  # a 3D prediction of a 4D scan
+    two = _save(tmp_path / "two.nii.gz", np.stack([ref, ref], -1), affine)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        evaluate_files(pred4, two, LABELS)
+
+
 def _nan_safe(result: dict) -> dict:
     """NaN != NaN: replace NaN with a sentinel so dicts compare."""
     return {
