@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n 2``, the default), each worker and every process it starts uses one
+    thread: two workers on two cores, not four threads fighting over them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
 
 #: a tissue bundle small enough to build, export and run in seconds
 TINY_TISSUE = {"network_def#features": [4, 8, 16], "network_def#dropout": 0.0, "patch_size": [32, 32, 32]}
@@ -96,6 +109,64 @@ def bad_input_cases() -> Callable[..., list[Path]]:
                 save(vol, d / f"{name}_{other}.nii.gz")
             folders.append(d)
         return folders
+
+    return make
+
+
+#: scans whose header or values are wrong in ways a reader would not notice before reading them:
+#: name -> what the input checks must say about it
+BAD_HEADERS = {
+    "huge": "voxels, more than",  # header claims 2000^3 int16 (16 GB) in a file of a few hundred bytes
+    "overlong": "more than a",  # 600^3 int16 (432 MB): under the voxel limit, but more than the gzip can hold
+    "nan_affine": "contains NaN",
+    "singular_affine": "singular",
+    "zero_voxel": "voxel size 0",
+    "huge_values": "beyond the",  # float64 up to 1e30
+    "negative": "no positive voxel",
+}
+
+
+@pytest.fixture(scope="session")
+def bad_header_scans() -> Callable[[Path], dict[str, tuple[Path, str]]]:
+    """``make(folder)``: one single-channel ``<name>.nii.gz`` per :data:`BAD_HEADERS` entry, written
+    byte by byte (nibabel would repair these headers on save); returns name -> (path, what the input
+    checks' message must hold)."""
+    import nibabel as nib
+    import numpy as np
+
+    def write(path: Path, data, **fields) -> None:
+        header = nib.Nifti1Image(data, np.eye(4)).header.copy()
+        header["vox_offset"], header["sform_code"], header["qform_code"] = 352, 1, 0
+        for key, value in fields.items():
+            if key == "shape":
+                header.set_data_shape(value)
+            elif key == "pixdim_axis":
+                header["pixdim"][value + 1] = 0
+                header["sform_code"], header["qform_code"] = 0, 1
+            else:
+                header[key] = value
+        with gzip.open(path, "wb") as f:
+            f.write(header.binaryblock + b"\0" * 4 + np.asarray(data).tobytes(order="F"))
+
+    def make(folder: Path) -> dict[str, tuple[Path, str]]:
+        folder.mkdir(parents=True, exist_ok=True)
+        vol = np.random.default_rng(0).uniform(1, 100, (20, 20, 20)).astype(np.float32)
+        cases = {
+            "huge": (np.zeros((4, 4, 4), np.int16), {"shape": (2000, 2000, 2000)}),
+            "overlong": (np.zeros((4, 4, 4), np.int16), {"shape": (600, 600, 600)}),
+            "nan_affine": (vol, {"srow_x": [np.nan, 0, 0, 0]}),
+            "singular_affine": (vol, {"srow_y": [0, 0, 0, 0]}),
+            "zero_voxel": (vol, {"pixdim_axis": 1}),
+            "huge_values": (vol.astype(np.float64) * 1e28, {}),
+            "negative": (-vol, {}),
+        }
+        assert set(cases) == set(BAD_HEADERS)
+        paths = {}
+        for name, (data, fields) in cases.items():
+            path = folder / f"{name}.nii.gz"
+            write(path, data, **fields)
+            paths[name] = (path, BAD_HEADERS[name])
+        return paths
 
     return make
 

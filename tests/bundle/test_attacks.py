@@ -243,6 +243,48 @@ def test_link_or_odd_member_is_refused(exported, tmp_path, target, cache, extra,
         check_archive(crafted)
 
 
+def _zeros_member(out: Path, good: Path, name: str, size: int) -> tuple[Path, str]:
+    """``good`` plus a member ``name`` of ``size`` zero bytes, deflated (about 1000:1), streamed into
+    the zip so the test never holds it; returns the zip and its sha256."""
+    shutil.copy(good, out)
+    with (
+        zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED) as z,
+        z.open(name, "w", force_zip64=True) as f,
+    ):
+        block = bytes(1 << 20)
+        for _ in range(size // len(block)):
+            f.write(block)
+    return out, sha256(out)
+
+
+def test_zip_of_zeros_is_refused_before_writing(exported, tmp_path, target, cache):
+    """A "weights file" of 2 GiB of zeros in a 2 MB zip, downloaded with its correct sha256: refused from
+    the zip's directory for its compression ratio, before anything is written."""
+    crafted, sha = _zeros_member(tmp_path / "zeros.zip", exported.zip, f"{NAME}/models/model.pt", 2 << 30)
+    assert crafted.stat().st_size < 5 << 20
+    with pytest.raises(UnsafeFileError, match=r"member .*model\.pt' would unpack .*more than 100:1"):
+        download_bundle(str(crafted), sha256=sha, dir=target, log=quiet)
+    assert_nothing_left(target, cache)
+    written = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file() and p != crafted)
+    assert written < 100 << 20
+
+
+def test_archive_larger_than_a_bundle_is_refused(exported, tmp_path, monkeypatch):
+    """Incompressible members whose sum passes the unpacked-size limit (lowered here to keep the
+    test small) are refused before extracting; at the limit the same zip is accepted."""
+    import os
+
+    from brainbundles.bundle import package
+
+    crafted, _ = rezip(exported.zip, tmp_path / "big.zip", [(f"{NAME}/docs/noise.bin", os.urandom(3 << 20))])
+    total = sum(i.file_size for i in zipfile.ZipFile(crafted).infolist())
+    monkeypatch.setattr(package, "MAX_UNPACKED_BYTES", total - 1)
+    with pytest.raises(UnsafeFileError, match=f"unpack to {total} bytes, more than the {total - 1}"):
+        check_archive(crafted)
+    monkeypatch.setattr(package, "MAX_UNPACKED_BYTES", total)
+    assert check_archive(crafted) == NAME
+
+
 def test_symlink_member_is_not_created(exported, tmp_path, target, cache):
     """A link pointing at a file outside the bundle (the classic "write through a link" set-up)."""
     link = _member(f"{NAME}/configs/evil")

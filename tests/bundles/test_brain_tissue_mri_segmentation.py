@@ -279,14 +279,18 @@ def test_multi_process_training_gloo(phantoms, tmp_path, multi_process_training)
 
 
 def test_failed_multi_process_training_reports_each_process_error(phantoms, tmp_path):
+    """Both processes fail (a datalist whose scan is missing: each one's input check refuses it)."""
     bundle = copy_bundle(BUNDLE, tmp_path / "bundle", TINY)
-    missing = tmp_path / "no_such_datalist.json"
+    datalist = tmp_path / "datalist.json"
+    missing = tmp_path / "no_such_scan.nii.gz"
+    items = [{"image": str(missing), "label": str(missing), "fold": f} for f in (0, 1)]
+    datalist.write_text(json.dumps({"training": items}))
     with pytest.raises(TrainingProcessError) as err:
-        run_training(bundle, phantoms, missing, multi_gpu=True, nproc=2, epochs=1, **TRAIN_FAST)
+        run_training(bundle, phantoms, datalist, multi_gpu=True, nproc=2, epochs=1, **TRAIN_FAST)
     message = str(err.value)
     assert "returned non-zero exit status" in message
     assert message.count("(last ") == 2 * 2  # stdout and stderr of both processes
-    assert str(missing) in message
+    assert message.count("brainbundles.data.load_fold(") >= 2  # each process's failing step
 
 
 REAL_T1 = [

@@ -204,7 +204,7 @@ def test_inference_items_datalist_section_missing_or_empty(tmp_path):
     with pytest.raises(ValueError, match="testing"):
         inference_items(None, datalist=dl)
     assert [it["case"] for it in inference_items(None, datalist=dl, section="training")] == ["a"]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="missing.json: datalist not found"):
         inference_items(None, datalist=tmp_path / "missing.json")
 
 

@@ -153,6 +153,55 @@ def test_truncated_gz_file(tmp_path):
     raises({"image": [str(bad)]}, ["T1"], str(bad), "cannot be read", "truncated")
 
 
+def test_bad_header_or_values_named_before_work(tmp_path, bad_header_scans):
+    good = save(tmp_path / "good.nii.gz", _vol((20, 20, 20)))
+    scans = bad_header_scans(tmp_path / "bad")
+    assert len(scans) == 7
+    for path, problem in scans.values():
+        raises({"image": [str(path)]}, ["T1"], str(path), problem)
+        # as the second channel it is named too
+        raises({"image": [good, str(path)]}, ["T1", "FLAIR"], str(path), problem)
+
+
+def test_huge_header_is_refused_without_reading_voxels(tmp_path, bad_header_scans):
+    """The 2000^3 claim (16 GB) is refused from the header: the check allocates next to nothing."""
+    import subprocess
+    import sys
+
+    path = bad_header_scans(tmp_path)["huge"][0]
+    code = (
+        "import resource, sys\n"
+        "from brainbundles.data.checks import check_case, InputError\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        f"    check_case({{'image': {str(path)!r}}}, ['T1'])\n"
+        "except InputError as e:\n"
+        "    print(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    message, grown_kb = proc.stdout.strip().splitlines()
+    assert message.startswith(f"{path}: header describes 2000x2000x2000"), message
+    assert int(grown_kb) < 50_000, f"the check grew the process by {int(grown_kb) / 1024:.0f} MB"
+
+
+def test_truncated_uncompressed_file_found_from_its_size(tmp_path):
+    good = save(tmp_path / "full.nii", _vol((16, 16, 16)))
+    with open(good, "r+b") as f:
+        f.truncate(352 + 16 * 16 * 8 * 4)  # half the voxel data
+    raises({"image": [good]}, ["T1"], good, "but the file has", "truncated")
+
+
+def test_same_scan_for_two_sequences(tmp_path):
+    a = save(tmp_path / "a_T1.nii.gz", _vol())
+    raises({"image": [a, a]}, ["T1", "T1c"], a, "same scan", "T1", "T1c")
+    copy = tmp_path / "copy_T1c.nii.gz"
+    copy.write_bytes(Path(a).read_bytes())
+    raises({"image": [a, str(copy)]}, ["T1", "T1c"], str(copy), "same scan")
+    other = save(tmp_path / "b_T1c.nii.gz", _vol(seed=1))
+    check_case({"image": [a, other]}, ["T1", "T1c"])
+
+
 def test_2d_image(tmp_path):
     flat = save(tmp_path / "flat.nii.gz", _vol((8, 8)))
     raises({"image": [flat]}, ["T1"], flat, "2D", "expected a 3D volume")

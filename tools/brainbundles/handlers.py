@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -13,7 +15,7 @@ from ignite.engine import Engine, Events
 from brainbundles.bundle.weights import check_listed_checksum, find_weights, load_weights, save_weights
 from brainbundles.fileio import atomic_write, write_json_atomic
 
-__all__ = ["TrainingCheckpoint", "LoadWeights"]
+__all__ = ["CaseProgress", "TrainingCheckpoint", "LoadWeights"]
 
 logger = logging.getLogger("brainbundles")
 
@@ -145,3 +147,40 @@ class LoadWeights:
         check_listed_checksum(path)
         self.network.load_state_dict(load_weights(path))
         logger.info("loaded the weights in %s", path)
+
+
+class CaseProgress:
+    """Inference, after each case: a log line (``case 3 of 10 written: <case> (14.2 s)``) and
+    ``<output_dir>/volumes.csv`` rewritten with the volumes of this run's ``cases`` written so far, so
+    an interrupted batch leaves a table of what it finished."""
+
+    def __init__(self, output_dir: str | os.PathLike, cases: Sequence[str]) -> None:
+        self.output_dir, self.cases = Path(output_dir), list(cases)
+        self._since = time.perf_counter()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _start(self, engine: Engine) -> None:
+        self._since = time.perf_counter()
+
+    def __call__(self, engine: Engine) -> None:
+        from brainbundles.transforms.io import collect_volumes
+
+        batch = engine.state.batch
+        items = batch if isinstance(batch, list) else [batch]
+        names = []
+        for item in items:
+            case = item.get("case") if isinstance(item, dict) else None
+            names += list(case) if isinstance(case, list | tuple) else [case] if case is not None else []
+        now = time.perf_counter()
+        logger.info(
+            "case %d of %d written: %s (%.1f s)",
+            engine.state.iteration,
+            engine.state.epoch_length,
+            ", ".join(map(str, names)) or "?",
+            now - self._since,
+        )
+        self._since = now
+        collect_volumes(self.output_dir, self.cases)

@@ -20,6 +20,7 @@ from monai.bundle import ConfigParser
 
 from brainbundles.bundle.verify import config_files
 from brainbundles.bundle.weights import ChecksumError, UnsafeFileError
+from brainbundles.data.cases import read_datalist
 from brainbundles.data.checks import InputError
 from brainbundles.fileio import write_json_atomic
 
@@ -194,6 +195,9 @@ def run_training(
     runs the bundle's second training phase (``configs/train_phase2.json``: only the output layer
     learns, from the first phase's ``models/model.pt``, on patches drawn without class balance)."""
     root = resolve_bundle(bundle)
+    read_datalist(
+        datalist, "training", dataset_dir
+    )  # a broken datalist is named here, not in a child process
     files = config_files(root, "multi_gpu" if multi_gpu else "training")
     if phase2:
         extra = root / "configs" / "train_phase2.json"
@@ -220,7 +224,7 @@ def run_training(
 
 def _datalist_folds(datalist: str | os.PathLike) -> list[int]:
     """The fold numbers of a datalist's training items."""
-    items = json.loads(Path(datalist).read_text()).get("training") or []
+    items, _ = read_datalist(datalist, "training")
     return sorted({int(it["fold"]) for it in items if "fold" in it})
 
 
@@ -306,7 +310,7 @@ def _absolute(inp: str | os.PathLike) -> str:
     from brainbundles.data.sequences import split_named_input
 
     name, path = split_named_input(inp)
-    absolute = str(Path(path).expanduser().resolve())
+    absolute = os.path.abspath(Path(path).expanduser())  # not resolve(): a link loop is the checks' to report
     return absolute if name is None else f"{name}={absolute}"
 
 
@@ -329,6 +333,9 @@ def run_inference(
 
     from brainbundles.bundle.weights import check_listed_checksum, find_weights, fold_weights
 
+    out = Path(output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: the output must be a folder, and this is an existing file")
     root = find_bundle(bundle, sha256=sha256, trust=trust)
     for weights in fold_weights(root / "models") or [find_weights(root / "models", folds=True)]:
         check_listed_checksum(weights)  # a corrupted or changed weights file stops here, named

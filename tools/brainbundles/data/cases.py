@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from brainbundles.data.checks import check_case
+from brainbundles.data.checks import InputError, check_case
 from brainbundles.data.sequences import (
     group_sequences,
     match_files,
@@ -18,7 +18,7 @@ from brainbundles.data.sequences import (
     split_named_input,
 )
 
-__all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold"]
+__all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold", "read_datalist"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr")
 
@@ -41,7 +41,7 @@ def _expand(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             found = _image_files(p)
             if not found:
-                raise ValueError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             files.extend(found)
         else:
             files.append(p)  # missing files are reported by the case checks, with the others
@@ -97,9 +97,12 @@ def _multichannel_cases(inputs: Sequence[str | os.PathLike], channels: Sequence[
         name, text = split_named_input(inp)
         p = Path(text).expanduser()
         if name is not None:
-            ch = normalise_channel(name, channels)
+            try:
+                ch = normalise_channel(name, channels)
+            except ValueError as e:
+                raise InputError(f"{inp}: {e}") from None
             if ch in explicit:
-                raise ValueError(f"{text}: sequence {ch} given twice ({explicit[ch]}, {text})")
+                raise InputError(f"{text}: sequence {ch} given twice ({explicit[ch]}, {text})")
             explicit[ch] = p
         elif p.is_dir():
             if _image_files(p):
@@ -107,16 +110,16 @@ def _multichannel_cases(inputs: Sequence[str | os.PathLike], channels: Sequence[
                 continue
             subdirs = [d for d in sorted(p.iterdir()) if d.is_dir() and _image_files(d)]
             if not subdirs:
-                raise ValueError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(f"{p}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             cases += [_folder_case(d, channels) for d in subdirs]
         else:
             loose.append(p)
     if len(loose) == 1 and not explicit and match_sequence(loose[0], channels) is None:
-        cases.append({"image": [str(loose[0].resolve())], "case": case_id(loose[0])})  # one 4D file
+        cases.append({"image": [os.path.abspath(loose[0])], "case": case_id(loose[0])})  # one 4D file
     elif loose:
         for ch, f in group_sequences(loose, channels, where="the input files").items():
             if ch in explicit:
-                raise ValueError(f"{f}: sequence {ch} given twice ({explicit[ch]}, {f})")
+                raise InputError(f"{f}: sequence {ch} given twice ({explicit[ch]}, {f})")
             explicit[ch] = f
     if explicit:
         cases.append(_case_item({ch: explicit[ch] for ch in channels if ch in explicit}))
@@ -144,15 +147,51 @@ def _with_ids(items: list[dict]) -> list[dict]:
     return items
 
 
-def _read_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> tuple[dict, Path]:
+def _item_problem(item: object) -> str | None:
+    """What is wrong with a datalist item's shape (not its files), or None."""
+    if not isinstance(item, Mapping):
+        return f"is a {type(item).__name__}, not an object with an 'image' entry"
+    image = item.get("image")
+    if image is None:
+        return "has no 'image' entry"
+    paths = [image] if isinstance(image, str) else image
+    if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
+        return "'image' must be a path or a non-empty list of paths"
+    if "label" in item and not (isinstance(item["label"], str) and item["label"]):
+        return "'label' must be a path"
+    if "fold" in item and (isinstance(item["fold"], bool) or not isinstance(item["fold"], int)):
+        return f"'fold' must be a whole number, not {item['fold']!r}"
+    return None
+
+
+def read_datalist(
+    path: str | os.PathLike, section: str, base_dir: str | os.PathLike | None = None
+) -> tuple[list[dict], Path]:
+    """The items of a datalist's ``section`` and the folder relative paths start from (``base_dir``,
+    else the datalist's folder). A missing file, bad JSON, a missing or empty section or an item without
+    a usable ``image`` raises :class:`InputError` naming the datalist, and the item by number and case."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: datalist not found")
+        raise InputError(
+            f"{path}: datalist not found" if not path.exists() else f"{path}: datalist is not a file"
+        )
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    return data, Path(base_dir) if base_dir is not None else path.parent
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: datalist is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: datalist must be a JSON object with a '{section}' list")
+    items = data.get(section)
+    if not items:
+        raise InputError(f"{path}: no '{section}' cases in the datalist")
+    if not isinstance(items, list):
+        raise InputError(f"{path}: '{section}' must be a list of cases")
+    for i, item in enumerate(items):
+        problem = _item_problem(item)
+        if problem:
+            name = f" ({item['case']})" if isinstance(item, Mapping) and item.get("case") else ""
+            raise InputError(f"{path}: item {i} of '{section}'{name} {problem}")
+    return items, Path(base_dir) if base_dir is not None else path.parent
 
 
 def _resolve(item: Mapping, base: Path) -> dict:
@@ -187,13 +226,12 @@ def inference_items(
     if inputs:
         if len(channels) > 1:
             return _with_ids(_multichannel_cases(inputs, channels))
-        return _with_ids([{"image": [str(f.resolve())]} for f in _expand(inputs)])
+        # abspath, not resolve: a linked file keeps its name, and a link loop is reported by the checks
+        return _with_ids([{"image": [os.path.abspath(f)]} for f in _expand(inputs)])
     if datalist is None:
-        raise ValueError("inputs: give input files or a datalist")
-    data, base = _read_datalist(datalist, base_dir)
-    if section not in data or not data[section]:
-        raise ValueError(f"{datalist}: no '{section}' cases in the datalist")
-    return _with_ids([_resolve(it, base.resolve()) for it in data[section]])
+        raise InputError("inputs: give input files or a datalist")
+    items, base = read_datalist(datalist, section, base_dir)
+    return _with_ids([_resolve(it, base.resolve()) for it in items])
 
 
 def load_fold(
@@ -214,10 +252,7 @@ def load_fold(
     subset of ``channels`` it has, as there) and the first bad one raises ``InputError`` naming the file."""
     if split not in ("train", "val"):
         raise ValueError(f"split: 'train' or 'val', got {split!r}")
-    data, base = _read_datalist(datalist, base_dir)
-    items = data.get("training") or []
-    if not items:
-        raise ValueError(f"{datalist}: no 'training' cases in the datalist")
+    items, base = read_datalist(datalist, "training", base_dir)
     folds = sorted({it["fold"] for it in items if "fold" in it})
     if fold not in folds:
         raise ValueError(f"fold: {fold} is not among the datalist's folds {folds} ({datalist})")

@@ -13,18 +13,25 @@ What is checked (in this order, the first failure is reported):
 
 * each image file (one per channel, or one 4D file holding all channels in its 4th axis) and the label
   exist (for an Analyze ``.hdr``/``.img`` pair, both halves) and can be loaded by nibabel;
+* each file's header, before any voxel is read: the voxel count is at most :data:`MAX_VOXELS`, the
+  voxel data the header describes fits in the file (for gzip, within deflate's largest ratio), the
+  affine is finite and invertible, and the voxel sizes stored in the header are finite and positive;
 * each image is 3D: a 2D image, a volume with a singleton spatial axis, or a 4D file where a single 3D
   channel is expected is rejected; trailing singleton axes (``(X, Y, Z, 1)``) are fine;
-* the number of channels matches ``channels``;
+* the number of channels matches ``channels``, and no two channels are the same file (or
+  byte-identical files);
 * all channels have the same shape and the same affine (``np.allclose(rtol=0, atol=1e-3)``, in mm), or,
   with ``same_grid=False``, each covers most of the first channel's field of view in world space;
-* image voxels are finite (no NaN / Inf) and no channel is constant (all zero or one value);
+* image voxels are finite (no NaN / Inf), no channel is constant (all zero or one value), some voxels
+  are positive (MRI magnitude images are not negative) and none exceeds :data:`MAX_ABS_INTENSITY`; the
+  values are scanned in slabs, so the check holds no second copy of the image;
 * the label has the image's shape and affine, integer values, and (when ``label_values`` is given) only
   the allowed values.
 """
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import struct
@@ -38,10 +45,32 @@ import numpy as np
 from brainbundles.data.labels import convention_values
 from brainbundles.data.sequences import normalise_channel
 
-__all__ = ["AFFINE_ATOL_MM", "CaseList", "InputError", "check_case", "resolve_item"]
+__all__ = [
+    "AFFINE_ATOL_MM",
+    "MAX_ABS_INTENSITY",
+    "MAX_VOXELS",
+    "CaseList",
+    "InputError",
+    "check_case",
+    "resolve_item",
+]
 
 #: tolerance (mm, absolute, no relative term) when comparing affines of channels and label
 AFFINE_ATOL_MM = 1e-3
+
+#: the most voxels (all channels together) a file may hold: 2**28 is 1 GiB as float32, over twice a
+#: 0.5 mm whole-head scan with four channels; larger claims are refused from the header alone
+MAX_VOXELS = 2**28
+
+#: the largest absolute intensity accepted in an image: MRI scanners store 12- to 16-bit magnitudes and
+#: rescaled floats stay far below this; values like 1e30 are a broken conversion, not a scan
+MAX_ABS_INTENSITY = 1e7
+
+#: deflate cannot compress by more than 1032:1, so a gzip file of n bytes holds at most this many times n
+_GZIP_MAX_RATIO = 1032
+
+#: elements per slab when scanning voxel values (32 MiB as float64)
+_SLAB_ELEMENTS = 1 << 22
 
 PathLike = str | os.PathLike
 
@@ -122,6 +151,8 @@ _LOAD_ERRORS = (
 
 def _check_exists(path: str) -> None:
     if not os.path.exists(path):
+        if os.path.islink(path):
+            raise InputError(f"{path}: file not found (a symbolic link to a missing target, or a link loop)")
         raise InputError(f"{path}: file not found")
     if not os.path.isfile(path):
         raise InputError(f"{path}: not a regular file (a directory?)")
@@ -139,16 +170,111 @@ def _check_exists(path: str) -> None:
 
 
 def _load(path: str) -> nib.spatialimages.SpatialImage:
+    """The image object (header and a proxy to its voxels, nothing read yet), its header checked."""
     _check_exists(path)
     try:
-        img = nib.load(path)  # memory-maps uncompressed files
+        # nibabel logs each header value it repairs (e.g. a zero voxel size set to 1); the raw header is
+        # checked below and reported once, so its repairs are not printed
+        nib_logger, disabled = nib.imageglobals.logger, nib.imageglobals.logger.disabled
+        nib_logger.disabled = True
+        try:
+            img = nib.load(path)  # memory-maps uncompressed files
+        finally:
+            nib_logger.disabled = disabled
     except _LOAD_ERRORS as e:
         raise InputError(f"{path}: cannot be loaded by nibabel (corrupt or not an image: {_short(e)})") from e
     if not hasattr(img, "dataobj") or not hasattr(img, "affine") or img.affine is None:
         raise InputError(
             f"{path}: nibabel loaded it as {type(img).__name__}, which is not a volume with an affine"
         )
+    _check_header(path, img)
     return img
+
+
+def _same_file(a: str, b: str) -> bool:
+    """The same file, or two files with the same bytes (compared only when their sizes are equal)."""
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
+
+
+def _raw_voxel_sizes(img: nib.spatialimages.SpatialImage) -> np.ndarray | None:
+    """The voxel sizes as stored in an Analyze/NIfTI header file, before nibabel repairs zeros to 1."""
+    if not isinstance(img.header, nib.analyze.AnalyzeHeader):
+        return None
+    holder = img.file_map.get("header") or img.file_map.get("image")
+    if holder is None or holder.filename is None:
+        return None
+    try:
+        with nib.openers.ImageOpener(holder.filename) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+    except _LOAD_ERRORS:
+        return None
+    return np.asarray(raw["pixdim"][1 : 1 + min(3, len(img.shape))], dtype=np.float64)
+
+
+def _check_header(path: str, img: nib.spatialimages.SpatialImage) -> None:
+    """Size, affine and voxel-size checks from the header alone; no voxel is read."""
+    shape = tuple(int(n) for n in img.shape)
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if voxels > MAX_VOXELS:
+        raise InputError(
+            f"{path}: header describes {'x'.join(map(str, shape))} = {voxels:.3g} voxels, more than the "
+            f"{MAX_VOXELS:.3g} this tool reads (a brain scan has well under 1e8; is the header corrupt?)"
+        )
+    proxy = img.dataobj
+    image_file = img.file_map.get("image")
+    if (
+        isinstance(proxy, nib.arrayproxy.ArrayProxy)
+        and image_file is not None
+        and image_file.filename is not None
+        and os.path.isfile(image_file.filename)
+    ):
+        needed = int(proxy.offset) + voxels * np.dtype(proxy.dtype).itemsize
+        size = os.path.getsize(image_file.filename)
+        if image_file.filename.lower().endswith(".gz"):
+            if needed > size * _GZIP_MAX_RATIO:
+                raise InputError(
+                    f"{path}: header describes {'x'.join(map(str, shape))} voxels of {np.dtype(proxy.dtype)} "
+                    f"({_fmt_bytes(needed)}), more than a {_fmt_bytes(size)} gzip file can hold "
+                    "(corrupt header or truncated file)"
+                )
+        elif needed > size:
+            raise InputError(
+                f"{path}: header describes {'x'.join(map(str, shape))} voxels of {np.dtype(proxy.dtype)} "
+                f"({_fmt_bytes(needed)} with the header), but the file has {_fmt_bytes(size)} "
+                "(truncated file or corrupt header)"
+            )
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise InputError(
+            f"{path}: affine (sform/qform) contains NaN or Inf: {_fmt_affine(affine)}; the scan's position "
+            "in space is unknown"
+        )
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    det = abs(float(np.linalg.det(affine[:3, :3])))
+    if not (spacing > 0).all() or det <= 1e-6 * float(np.prod(spacing)):
+        raise InputError(
+            f"{path}: affine (sform/qform) is singular (determinant {det:.3g}): {_fmt_affine(affine)}; "
+            "its voxel axes do not span 3D space"
+        )
+    raw = _raw_voxel_sizes(img)
+    if raw is not None:
+        bad = [i for i, v in enumerate(raw) if not (np.isfinite(v) and v > 0)]
+        if bad:
+            raise InputError(
+                f"{path}: voxel size {float(raw[bad[0]]):g} on axis {bad[0]} in the header (pixdim); "
+                "voxel sizes must be positive numbers of mm"
+            )
 
 
 def _read(path: str, img: nib.spatialimages.SpatialImage) -> np.ndarray:
@@ -239,32 +365,58 @@ def _fmt_channels(channels: Sequence[str]) -> str:
 # ------------------------------------------------------------------------------------------- voxel data
 
 
+def _slabs(channel: np.ndarray):
+    """Views of a 3D array in slabs along its last axis, each about :data:`_SLAB_ELEMENTS` elements."""
+    step = max(1, _SLAB_ELEMENTS // max(1, channel.shape[0] * channel.shape[1]))
+    for z in range(0, channel.shape[2], step):
+        yield channel[:, :, z : z + step]
+
+
 def _check_image_values(path: str, data: np.ndarray, channel_names: Sequence[str]) -> None:
-    """NaN/Inf and constant-channel checks; ``data`` is (X, Y, Z) or (X, Y, Z, C) after squeezing."""
-    if data.dtype.kind in "fc":
-        finite = np.isfinite(data)
-        if not finite.all():
-            n_nan = int(np.count_nonzero(np.isnan(data)))
-            n_inf = int(data.size - np.count_nonzero(finite) - n_nan)
-            parts = []
-            if n_nan:
-                parts.append(f"{n_nan} NaN")
-            if n_inf:
-                parts.append(f"{n_inf} Inf")
-            raise InputError(
-                f"{path}: contains {' and '.join(parts)} voxel{'s' if n_nan + n_inf > 1 else ''} "
-                f"(non-finite values are not allowed in an image; {data.size} voxels in total)"
-            )
+    """Finite, not constant, some positive and none huge, per channel; ``data`` is (X, Y, Z) or
+    (X, Y, Z, C) after squeezing. One pass in slabs: no temporary is larger than a slab."""
+    if data.dtype.kind == "c":
+        raise InputError(f"{path}: image has complex values, expected a real-valued (magnitude) image")
     if data.ndim == 3:
         data = data[..., None]
+    n_nan = n_inf = 0
+    ranges = []
     for c in range(data.shape[3]):
-        channel = data[..., c]
-        lo, hi = channel.min(), channel.max()
+        lo = hi = None
+        for slab in _slabs(data[..., c]):
+            if data.dtype.kind == "f":
+                finite = np.isfinite(slab)
+                if not finite.all():
+                    nan = int(np.count_nonzero(np.isnan(slab)))
+                    n_nan += nan
+                    n_inf += int(slab.size - np.count_nonzero(finite)) - nan
+                    continue
+            s_lo, s_hi = slab.min(), slab.max()
+            lo = s_lo if lo is None else min(lo, s_lo)
+            hi = s_hi if hi is None else max(hi, s_hi)
+        ranges.append((lo, hi))
+    if n_nan or n_inf:
+        parts = [f"{n} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "Inf")) if n]
+        raise InputError(
+            f"{path}: contains {' and '.join(parts)} voxel{'s' if n_nan + n_inf > 1 else ''} "
+            f"(non-finite values are not allowed in an image; {data.size} voxels in total)"
+        )
+    for c, (lo, hi) in enumerate(ranges):
+        which = f"channel {c} ({channel_names[c]}) " if data.shape[3] > 1 else ""
         if lo == hi:
-            which = f"channel {c} ({channel_names[c]}) " if data.shape[3] > 1 else ""
             if lo == 0:
                 raise InputError(f"{path}: {which}image is all zero (an empty volume)")
             raise InputError(f"{path}: {which}image is constant (every voxel is {lo.item()!r})")
+        if max(abs(float(lo)), abs(float(hi))) > MAX_ABS_INTENSITY:
+            raise InputError(
+                f"{path}: {which}image values range from {float(lo):.3g} to {float(hi):.3g}, beyond the "
+                f"{MAX_ABS_INTENSITY:.0e} of any MRI intensity (a broken conversion or scaling?)"
+            )
+        if hi <= 0:
+            raise InputError(
+                f"{path}: {which}image has no positive voxel (values {float(lo):.3g} to {float(hi):.3g}); "
+                "MRI magnitude images are not negative (an inverted, phase or difference image?)"
+            )
 
 
 def _label_values(path: str, data: np.ndarray) -> np.ndarray:
@@ -395,6 +547,13 @@ def check_case(
 
     # ---- images: geometry first (headers only), then voxel data
     imgs = [_load(p) for p in paths]
+    for i in range(1, len(paths)):
+        for j in range(i):
+            if _same_file(paths[j], paths[i]):
+                raise InputError(
+                    f"{paths[i]}: the same scan is given as {channels[j]} ({paths[j]}) and as {channels[i]}; "
+                    "each sequence needs its own scan"
+                )
     if len(paths) == 1:
         spatial, n_found = _split_shape(paths[0], tuple(imgs[0].shape), "image")
         if n_expected == 1 and n_found != 1:

@@ -17,9 +17,11 @@ from brainbundles.transforms.intensity import (
 )
 from brainbundles.transforms.io import (
     SaveSegmentationd,
+    case_complete,
     collect_volumes,
     label_lesion_counts,
     label_volumes_ml,
+    pending_cases,
     save_like,
 )
 from brainbundles.transforms.labels import (
@@ -74,7 +76,9 @@ __all__ = [
     "NyulStandardize",
     "NyulStandardized",
     "SaveSegmentationd",
+    "case_complete",
     "collect_volumes",
+    "pending_cases",
     "ensure_nyul_landmarks",
     "fit_nyul_landmarks",
     "image_landmarks",

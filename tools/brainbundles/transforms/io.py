@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +22,12 @@ from scipy import ndimage
 
 from brainbundles.fileio import atomic_write, write_json_atomic
 
+logger = logging.getLogger("brainbundles")
+
 __all__ = [
+    "RUN_RECORD",
+    "case_complete",
+    "pending_cases",
     "save_like",
     "label_lesion_counts",
     "label_volumes_ml",
@@ -124,6 +130,17 @@ class SaveSegmentationd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         reference, case = str(d[self.reference_key]), str(d[self.case_key])
+        written: list[Path] = []
+        try:
+            self._write(d, reference, case, written)
+        except BaseException as e:  # no half-written case: what this call wrote goes
+            for path in written:
+                path.unlink(missing_ok=True)
+            e.add_note(f"{reference}: writing the results of case {case} failed; its outputs were removed")
+            raise
+        return d
+
+    def _write(self, d: dict, reference: str, case: str, written: list[Path]) -> None:
         ref = nib.load(reference)
         outside = None
         if self.background_outside_input:  # voxels where the scan is zero (outside a skull-stripped brain)
@@ -141,8 +158,10 @@ class SaveSegmentationd(MapTransform):
                     )
                 labels[outside] = 0  # in place: arr holds the same voxels
             seg_path = save_like(arr, reference, self.output_dir / f"{case}_{self.output_postfix}.nii.gz")
+            written.append(seg_path)
             d[f"{key}_path"] = str(seg_path)
             volumes = label_volumes_ml(labels, ref.affine, self.label_names)
+            record: dict = {}
             if self.write_volumes:
                 record = {
                     "case": case,
@@ -154,11 +173,10 @@ class SaveSegmentationd(MapTransform):
                     record["lesions"] = label_lesion_counts(labels, self.label_names)
                 if isinstance(d.get("uncertainty"), Mapping):  # from UncertaintyMapd
                     record["uncertainty"] = dict(d["uncertainty"])
-                write_json_atomic(record, self.output_dir / f"{case}_volumes.json")
             if self.write_png:
                 from brainbundles.visualize import save_overlay_png
 
-                save_overlay_png(
+                png = save_overlay_png(
                     ref,
                     nib.Nifti1Image(labels, ref.affine),
                     self.output_dir / f"{case}_overlay.png",
@@ -166,13 +184,105 @@ class SaveSegmentationd(MapTransform):
                     volumes_ml=volumes,
                     title=Path(reference).name,
                 )
-        return d
+                written.append(png)
+                if self.write_volumes:
+                    record["overlay"] = str(png)
+            if self.write_volumes:  # written last: the record marks the case complete (case_complete)
+                written.append(write_json_atomic(record, self.output_dir / f"{case}_volumes.json"))
 
 
-def collect_volumes(output_dir: str | os.PathLike, out_name: str = "volumes.csv") -> Path | None:
-    """Gather every ``*_volumes.json`` in ``output_dir`` into one CSV (one row per case)."""
+def case_complete(output_dir: str | os.PathLike, case: str, reference: str | os.PathLike) -> bool:
+    """Whether ``case`` was already written to ``output_dir`` from the scan ``reference``: its record
+    ``<case>_volumes.json`` (written after the label map and the overlay) names that scan, and every
+    file the record lists exists."""
+    try:
+        record = json.loads((Path(output_dir) / f"{case}_volumes.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict) or record.get("image") != str(reference):
+        return False
+    return all(Path(str(record[k])).is_file() for k in ("segmentation", "overlay") if record.get(k))
+
+
+#: written into an inference output folder: which weights its outputs came from
+RUN_RECORD = "brainbundles_run.json"
+
+
+def _weights_id(ckpt_dir: str | os.PathLike) -> str | None:
+    """sha256 over the sha256 of the weights inference loads from ``ckpt_dir`` (every fold model);
+    None without weights (loading them reports that)."""
+    import hashlib
+
+    from brainbundles.bundle.weights import find_weights, fold_weights
+    from brainbundles.fileio import sha256_file
+
+    try:
+        files = fold_weights(ckpt_dir) or [find_weights(ckpt_dir, folds=True)]
+    except FileNotFoundError:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
+
+
+def pending_cases(
+    items: list[dict],
+    output_dir: str | os.PathLike,
+    resume: bool = True,
+    ckpt_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """The cases of an inference run still to compute. Temporary files that a killed run left in
+    ``output_dir`` (``.<name>.part-*``) are removed first. With ``resume``, cases whose outputs are
+    complete (:func:`case_complete`) are skipped, so a rerun after an interruption writes only the
+    missing ones; but when the weights in ``ckpt_dir`` differ from those that wrote the folder
+    (:data:`RUN_RECORD`), every case is computed again. ``resume=False`` (``--resume false``)
+    recomputes all, e.g. after changing inference settings such as test-time augmentation."""
+    if isinstance(resume, str):  # from a command line: --resume false
+        flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if resume.strip().lower() not in flags:
+            from brainbundles.data.checks import InputError
+
+            raise InputError(f"resume: expected true or false, got {resume!r}")
+        resume = flags[resume.strip().lower()]
+    out = Path(output_dir)
+    if out.is_dir():
+        for stale in out.glob(".*.part-*"):
+            stale.unlink(missing_ok=True)
+    weights = _weights_id(ckpt_dir) if ckpt_dir is not None else None
+    try:
+        previous = json.loads((out / RUN_RECORD).read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    same_model = previous == weights
+    if items:
+        write_json_atomic({"weights_sha256": weights}, out / RUN_RECORD)
+    if not resume or not same_model:
+        return list(items)
+    todo = [it for it in items if not case_complete(out, it["case"], it["reference"])]
+    if len(todo) < len(items):
+        logger.info(
+            "%d of %d cases already written in %s by the same weights: skipped (--resume false "
+            "recomputes them)",
+            len(items) - len(todo),
+            len(items),
+            out,
+        )
+    return todo
+
+
+def collect_volumes(
+    output_dir: str | os.PathLike, cases: Sequence[str] | None = None, out_name: str = "volumes.csv"
+) -> Path | None:
+    """Gather the ``<case>_volumes.json`` of ``cases`` (default: every one in ``output_dir``) that
+    exist into one CSV, one row per case."""
     output_dir = Path(output_dir)
-    records = [json.loads(p.read_text()) for p in sorted(output_dir.glob("*_volumes.json"))]
+    files = (
+        sorted(output_dir.glob("*_volumes.json"))
+        if cases is None
+        else [output_dir / f"{c}_volumes.json" for c in cases]
+    )
+    records = [json.loads(p.read_text()) for p in files if p.is_file()]
     if not records:
         return None
     names = list(records[0]["volumes_ml"])
