@@ -306,6 +306,26 @@ def test_save_segmentationd_wrong_shape_writes_nothing(tmp_path):
     assert listing(out_dir) == []
 
 
+def test_save_segmentationd_failing_late_removes_what_it_wrote(tmp_path, monkeypatch):
+    """The overlay fails after the label map was written: the case's files go, and the error names
+    the scan; the record (written last) never appears, so a rerun computes the case again."""
+    import brainbundles.visualize
+
+    pred, ref, _ = _pred_and_ref(tmp_path)
+    out_dir = tmp_path / "out"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot draw")
+
+    monkeypatch.setattr(brainbundles.visualize, "save_overlay_png", broken)
+    with pytest.raises(RuntimeError, match="cannot draw") as info:
+        SaveSegmentationd(output_dir=out_dir, label_names=NAMES)(
+            {"pred": pred, "reference": ref, "case": "c1"}
+        )
+    assert any(str(ref) in note and "outputs were removed" in note for note in info.value.__notes__)
+    assert listing(out_dir) == []
+
+
 def test_save_segmentationd_default_label_names(tmp_path):
     pred, ref, lab = _pred_and_ref(tmp_path)
     out_dir = tmp_path / "out"
