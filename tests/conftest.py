@@ -226,7 +226,11 @@ def run_demo_cli() -> Callable[..., tuple[dict, str]]:
         import sys
 
         cmd = [sys.executable, "-m", "brainbundles.cli", "demo", task, "--out", str(out), *args]
-        proc = subprocess.run(cmd + (["--quick"] if mode == "quick" else []), capture_output=True, text=True)
+        # a learning test trains for minutes: it gets both cores' threads even beside another xdist worker
+        env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+        proc = subprocess.run(
+            cmd + (["--quick"] if mode == "quick" else []), capture_output=True, text=True, env=env
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads((out / "metrics.json").read_text()), proc.stdout
 

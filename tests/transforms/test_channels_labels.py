@@ -133,3 +133,20 @@ def test_regions_to_label_round_trip_and_output_conventions():
     assert regions_to_label(odd).tolist() == [[3, 1]]
     with pytest.raises(ValueError, match="unknown 'brats2000'"):
         RegionsToLabeld("pred", convention="brats2000")
+
+
+@pytest.mark.parametrize("classes", [2, 4, 300])
+def test_label_argmax_equals_torch_argmax_with_ties(classes):
+    from brainbundles.transforms import LabelArgmaxd, label_argmax
+
+    gen = torch.Generator().manual_seed(classes)
+    probs = torch.randint(0, 5, (classes, 9, 7, 5), generator=gen).float()  # many ties
+    expected = torch.argmax(probs, dim=0, keepdim=True)
+    got = label_argmax(probs)
+    assert got.dtype == (torch.uint8 if classes <= 256 else torch.int64)
+    assert torch.equal(got.long(), expected)
+    meta = MetaTensor(probs.softmax(0), affine=torch.diag(torch.tensor([2.0, 1.5, 1.0, 1.0])))
+    out = LabelArgmaxd(keys="pred")({"pred": meta, "other": 1})
+    assert isinstance(out["pred"], MetaTensor) and torch.equal(out["pred"].affine, meta.affine)
+    assert torch.equal(out["pred"].as_tensor().long(), torch.argmax(meta.as_tensor(), 0, keepdim=True))
+    assert out["other"] == 1

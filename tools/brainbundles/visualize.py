@@ -40,6 +40,28 @@ def _canonical(image: str | os.PathLike | SpatialImage) -> tuple[np.ndarray, np.
     return np.asanyarray(img.dataobj), np.asarray(img.header.get_zooms()[:3], dtype=float)
 
 
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    """The rounded centre of mass of a 3D boolean mask, from its projections (no coordinate list)."""
+    total = mask.sum()
+    axes = [(1, 2), (0, 2), (0, 1)]
+    return np.array(
+        [
+            round(float((np.arange(mask.shape[i]) * mask.sum(axis=a)).sum() / total))
+            for i, a in enumerate(axes)
+        ]
+    )
+
+
+def _extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last index along each axis where a 3D boolean mask (not empty) is true."""
+    first, last = [], []
+    for a in ((1, 2), (0, 2), (0, 1)):
+        hit = np.flatnonzero(mask.any(axis=a))
+        first.append(hit[0])
+        last.append(hit[-1])
+    return np.array(first), np.array(last)
+
+
 def save_overlay_png(
     image: str | os.PathLike | SpatialImage,
     labels: str | os.PathLike | SpatialImage,
@@ -71,18 +93,22 @@ def save_overlay_png(
     lab = np.rint(lab).astype(np.int16)
     if img.shape != lab.shape:
         raise ValueError(f"{out}: image shape {img.shape} and label shape {lab.shape} differ")
-    fg = np.argwhere(lab > 0)
-    centre = fg.mean(0).round().astype(int) if len(fg) else np.array(lab.shape) // 2
+    fg = lab > 0
+    centre = _centroid(fg) if fg.any() else np.array(lab.shape) // 2
     hi = float(np.percentile(img[img != 0], 99.5)) if np.any(img != 0) else 1.0
     names = {int(k): str(v) for k, v in (label_names or {}).items() if int(k) != 0}
-    present = sorted(set(names) | {int(v) for v in np.unique(lab) if v > 0})
+    counts = np.bincount(np.clip(lab, 0, None).ravel())
+    present = sorted(set(names) | {int(v) for v in np.flatnonzero(counts) if v > 0})
     n = max(present, default=1)
     cmap = ListedColormap([_COLOURS[(i - 1) % len(_COLOURS)] for i in range(1, n + 1)])
     # the panels show the head (non-zero voxels and labels) with a 5 mm margin, not the empty field of view
-    inside = np.argwhere((img != 0) | (lab > 0))
+    inside = (img != 0) | fg
     margin = np.ceil(5.0 / zoom).astype(int)
-    lo = np.maximum(inside.min(0) - margin, 0) if len(inside) else np.zeros(3, int)
-    hi_ = np.minimum(inside.max(0) + 1 + margin, img.shape) if len(inside) else np.asarray(img.shape)
+    if inside.any():
+        first, last = _extent(inside)
+        lo, hi_ = np.maximum(first - margin, 0), np.minimum(last + 1 + margin, img.shape)
+    else:
+        lo, hi_ = np.zeros(3, int), np.asarray(img.shape)
     img, lab = (
         img[tuple(slice(a, b) for a, b in zip(lo, hi_, strict=True))],
         lab[tuple(slice(a, b) for a, b in zip(lo, hi_, strict=True))],

@@ -27,8 +27,10 @@ from brainbundles.transforms.io import (
 from brainbundles.transforms.labels import (
     ConvertLabelConventiond,
     IgnoreLabeld,
+    LabelArgmaxd,
     LabelToRegionsd,
     RegionsToLabeld,
+    label_argmax,
     regions_to_label,
 )
 from brainbundles.transforms.spatial import (
@@ -61,6 +63,7 @@ __all__ = [
     "ArrangeChannelsd",
     "DeferOtherGridsd",
     "IgnoreLabeld",
+    "LabelArgmaxd",
     "ResampleDeferredd",
     "SPATIAL_FEATURES",
     "SpatialFeaturesd",
@@ -71,6 +74,7 @@ __all__ = [
     "LabelToRegionsd",
     "RandDropChannelsd",
     "RegionsToLabeld",
+    "label_argmax",
     "regions_to_label",
     "DEFAULT_PERCENTILES",
     "NyulStandardize",
