@@ -20,12 +20,6 @@ def pytest_configure(config) -> None:
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """The learning tests (marked ``slow``) first: under xdist they start at once, and no long test is
-    left running alone at the end while the other worker idles."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 #: a tissue bundle small enough to build, export and run in seconds
 TINY_TISSUE = {"network_def#features": [4, 8, 16], "network_def#dropout": 0.0, "patch_size": [32, 32, 32]}
 
