@@ -627,3 +627,70 @@ def test_crop_foreground_with_brain_selector():
     # MONAI's default (x > 0) would cut off the negative slab
     default = CropForegroundd(**common)({"image": img.clone()})["image"]
     assert default.shape[1] == 2 + 4
+
+
+class _Loader:
+    """A list that records which items have been read and fails at ``fail_at``."""
+
+    def __init__(self, n: int, fail_at: int | None = None) -> None:
+        self.n, self.fail_at, self.read = n, fail_at, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise ValueError(f"case {i}: unreadable")
+            self.read.append(i)
+            yield i
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_prefetch_yields_every_item_in_order(enabled):
+    p = inference.Prefetch(_Loader(5), enabled=enabled)
+    assert len(p) == 5
+    assert list(p) == [0, 1, 2, 3, 4]
+    assert list(p) == [0, 1, 2, 3, 4]  # again: a new pass
+
+
+def test_prefetch_raises_a_loading_error_at_its_item():
+    got = []
+    with pytest.raises(ValueError, match="case 2: unreadable"):
+        for item in inference.Prefetch(_Loader(4, fail_at=2)):
+            got.append(item)
+    assert got == [0, 1]
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops():
+    import threading
+
+    for item in inference.Prefetch(_Loader(100)):
+        if item == 1:
+            break
+    assert not [t for t in threading.enumerate() if t.name == "brainbundles-prefetch"]
+
+
+def test_prefetch_attached_loads_the_next_item_after_the_forward_pass():
+    """Attached to an engine, item k+1 is read only once the network has run on item k."""
+    from ignite.engine import Engine
+    from monai.engines.utils import IterationEvents
+
+    loader = _Loader(3)
+    prefetch = inference.Prefetch(loader)
+    seen = []
+
+    def step(engine, item):
+        import time
+
+        time.sleep(0.3)  # time enough for an eager prefetch to read the next item
+        seen.append((item, list(loader.read)))
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        return item
+
+    engine = Engine(step)
+    engine.register_events(*IterationEvents)
+    prefetch.attach(engine)
+    engine.run(prefetch, max_epochs=1)
+    # during item k's step (before its forward pass completed) nothing after item k had been read
+    assert seen == [(0, [0]), (1, [0, 1]), (2, [0, 1, 2])]

@@ -12,6 +12,7 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from brainbundles.fileio import atomic_write
+from brainbundles.postprocessing.components import bounding_box
 
 __all__ = ["save_overlay_png"]
 
@@ -50,16 +51,6 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
             for i, a in enumerate(axes)
         ]
     )
-
-
-def _extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and last index along each axis where a 3D boolean mask (not empty) is true."""
-    first, last = [], []
-    for a in ((1, 2), (0, 2), (0, 1)):
-        hit = np.flatnonzero(mask.any(axis=a))
-        first.append(hit[0])
-        last.append(hit[-1])
-    return np.array(first), np.array(last)
 
 
 def save_overlay_png(
@@ -105,8 +96,9 @@ def save_overlay_png(
     inside = (img != 0) | fg
     margin = np.ceil(5.0 / zoom).astype(int)
     if inside.any():
-        first, last = _extent(inside)
-        lo, hi_ = np.maximum(first - margin, 0), np.minimum(last + 1 + margin, img.shape)
+        box = bounding_box(inside)
+        lo = np.maximum([b.start for b in box] - margin, 0)
+        hi_ = np.minimum([b.stop for b in box] + margin, img.shape)
     else:
         lo, hi_ = np.zeros(3, int), np.asarray(img.shape)
     img, lab = (

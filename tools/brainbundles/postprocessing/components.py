@@ -19,7 +19,13 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from scipy import ndimage
 
-__all__ = ["RemoveSmallLesionsd", "TumourPostprocessd", "remove_small_components", "voxel_volume_mm3"]
+__all__ = [
+    "RemoveSmallLesionsd",
+    "TumourPostprocessd",
+    "bounding_box",
+    "remove_small_components",
+    "voxel_volume_mm3",
+]
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
@@ -28,12 +34,24 @@ def remove_small_components(mask: np.ndarray, min_voxels: float) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if min_voxels <= 1 or not mask.any():
         return mask.copy()
-    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    box = bounding_box(mask)  # labelling only the box around the mask: the same components, faster
+    labels, n = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= min_voxels * (1.0 - 1e-9)  # a size of exactly the minimum stays (voxel volumes from
     # affine determinants carry rounding: 2 mm voxels give 7.999999999999998 mm³)
     keep[0] = False
-    return keep[labels]
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]
+    return out
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every true voxel of a non-empty boolean ``mask``."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
 
 
 def voxel_volume_mm3(affine: np.ndarray | torch.Tensor) -> float:

@@ -143,8 +143,10 @@ class SaveSegmentationd(MapTransform):
     def _write(self, d: dict, reference: str, case: str, written: list[Path]) -> None:
         ref = nib.load(reference)
         outside = None
-        if self.background_outside_input:  # voxels where the scan is zero (outside a skull-stripped brain)
+        if self.background_outside_input or self.write_png:  # the scan's voxels, read once
             values = np.asanyarray(ref.dataobj)
+            ref = nib.Nifti1Image(values, ref.affine)  # in memory: the overlay reads no file again
+        if self.background_outside_input:  # voxels where the scan is zero (outside a skull-stripped brain)
             outside = (values == 0).all(axis=3) if values.ndim == 4 else values == 0
         for key in self.key_iterator(d):
             pred = d[key]
