@@ -57,7 +57,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 run_inference(bundle, inputs, output_dir=out, prefetch=prefetch)
                 seconds[prefetch].append(time.perf_counter() - t0)
-                print(f"prefetch {prefetch}: {len(inputs)} cases in {seconds[prefetch][-1]:.1f} s", flush=True)
+                print(
+                    f"prefetch {prefetch}: {len(inputs)} cases in {seconds[prefetch][-1]:.1f} s", flush=True
+                )
         first, second = (sorted((tmp / f"out_{p}_0").glob("*_seg.nii.gz")) for p in (True, False))
         assert len(first) == len(inputs) and [f.name for f in first] == [f.name for f in second]
         for a, b in zip(first, second, strict=True):
