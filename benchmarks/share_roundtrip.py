@@ -57,7 +57,7 @@ def main() -> None:
     served = work / "served"
     served.mkdir()
     zip_path = served / f"{args.name}.zip"
-    cli("package", "package", str(bundle), "--out", str(zip_path))
+    cli("package", "package", str(bundle), "-o", str(zip_path))
     sha = (served / f"{args.name}.zip.sha256").read_text().split()[0]
     print(f"zip: {zip_path.stat().st_size / 2**20:.1f} MiB, sha256 {sha}")
 
@@ -66,7 +66,7 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/{zip_path.name}"
     try:
-        cli("download + verify", "download", url, "--sha256", sha, "--dir", str(work / "fresh"))
+        cli("download + verify", "download", url, "--sha256", sha, "-o", str(work / "fresh"))
         out = work / "out"
         cli("infer from the URL (download, verify, segment)", "infer", url, "--sha256", sha,
             "--datalist", str(Path(args.datalist).resolve()), "--output", str(out))  # fmt: skip

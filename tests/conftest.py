@@ -230,7 +230,7 @@ def demo_time_limit() -> Callable[[str, float], float]:
 
 @pytest.fixture(scope="session")
 def run_demo_cli() -> Callable[..., tuple[dict, str]]:
-    """Run ``brainbundles demo TASK --out OUT [--quick] [ARGS...]`` in a fresh process, as a user would;
+    """Run ``brainbundles demo TASK -o OUT [--quick] [ARGS...]`` in a fresh process, as a user would;
     fail with its stderr unless it succeeds. Returns the demo's ``metrics.json`` and its stdout."""
 
     def run(task: str, out: Path, mode: str, *args: str) -> tuple[dict, str]:
@@ -238,7 +238,7 @@ def run_demo_cli() -> Callable[..., tuple[dict, str]]:
         import subprocess
         import sys
 
-        cmd = [sys.executable, "-m", "brainbundles.cli", "demo", task, "--out", str(out), *args]
+        cmd = [sys.executable, "-m", "brainbundles.cli", "demo", task, "-o", str(out), *args]
         proc = subprocess.run(cmd + (["--quick"] if mode == "quick" else []), capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads((out / "metrics.json").read_text()), proc.stdout

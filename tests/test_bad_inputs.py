@@ -75,7 +75,7 @@ def test_bad_scans_in_a_batch_are_named_and_the_good_one_is_written(tissue, tmp_
     # the command line: the same lines, exit status 1, no traceback, and memory far below 16 GB
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "maxrss_kb=%M", sys.executable, "-m", "brainbundles.cli", "infer",
-         str(tissue.bundle), str(tissue.good), str(scans["huge"][0]), "--output", str(tmp_path / "cli")],
+         str(tissue.bundle), "-i", str(tissue.good), "-i", str(scans["huge"][0]), "--output", str(tmp_path / "cli")],
         capture_output=True, text=True,
     )  # fmt: skip
     one_line_error(proc, f"{scans['huge'][0]}: header describes 2000x2000x2000")
@@ -88,7 +88,7 @@ def test_bad_arguments_are_one_line_errors(tissue, tmp_path):
     out_file = tmp_path / "taken.txt"
     out_file.write_text("a file, not a folder\n")
     one_line_error(
-        cli("infer", str(tissue.bundle), str(tissue.good), "--output", str(out_file)),
+        cli("infer", str(tissue.bundle), "-i", str(tissue.good), "--output", str(out_file)),
         f"{out_file}: the output must be a folder",
     )
     assert out_file.read_text() == "a file, not a folder\n"
@@ -141,7 +141,7 @@ def test_bad_training_datalist_is_named_before_the_runner_starts(tissue, tmp_pat
     with pytest.raises(InputError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         run_training(tissue.bundle, tmp_path, datalist, epochs=1)
     one_line_error(
-        cli("train", str(tissue.bundle), "--dataset_dir", str(tmp_path), "--datalist", str(datalist)),
+        cli("train", str(tissue.bundle), "-i", str(tmp_path), "--datalist", str(datalist)),
         f"{datalist}: ",
         problem,
     )
@@ -179,10 +179,10 @@ def test_a_rerun_writes_only_missing_cases_and_cleans_up(tissue, tmp_path):
     assert (out / "b_volumes.json").is_file()
     assert (out / "a_seg.nii.gz").stat().st_mtime_ns == before
     one_line_error(
-        cli("infer", str(tissue.bundle), str(inputs), "--output", str(out), "--resume", "fals"), "resume"
+        cli("infer", str(tissue.bundle), "-i", str(inputs), "-o", str(out), "--set", "resume=fals"), "resume"
     )
     assert (out / "a_seg.nii.gz").stat().st_mtime_ns == before
-    proc = cli("infer", str(tissue.bundle), str(inputs), "--output", str(out), "--resume", "false")
+    proc = cli("infer", str(tissue.bundle), "-i", str(inputs), "-o", str(out), "--set", "resume=false")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "case 2 of 2 written: b" in proc.stdout + proc.stderr
     assert (out / "a_seg.nii.gz").stat().st_mtime_ns != before
@@ -221,7 +221,9 @@ def test_sequence_problems_of_a_multichannel_bundle_are_one_line_errors(tissue, 
         cli(
             "infer",
             str(brats),
+            "-i",
             f"flare={scans['flair']}",
+            "-i",
             f"t1c={scans['t1c']}",
             "--output",
             str(tmp_path / "o1"),
@@ -229,7 +231,7 @@ def test_sequence_problems_of_a_multichannel_bundle_are_one_line_errors(tissue, 
         f"flare={scans['flair']}: sequence 'flare' is not one of the bundle's channels",
     )
     one_line_error(
-        cli("infer", str(brats), f"t1={scans['t1']}", f"t1c={scans['t1']}", f"flair={scans['flair']}",
+        cli("infer", str(brats), "-i", f"t1={scans['t1']}", "-i", f"t1c={scans['t1']}", "-i", f"flair={scans['flair']}",
             "--output", str(tmp_path / "o2")),
         f"{scans['t1']}: the same scan is given as T1",
         "and as T1c",
@@ -250,8 +252,8 @@ def test_a_batch_killed_half_way_resumes(tissue, tmp_path):
         (inputs / f"{name}.nii.gz").write_bytes(tissue.good.read_bytes())
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "brainbundles.cli", "infer", str(tissue.bundle), str(inputs), "--output", str(out),
-         "--tta_flip_axes", "[0, 1, 2]"],
+        [sys.executable, "-m", "brainbundles.cli", "infer", str(tissue.bundle), "-i", str(inputs), "--output", str(out),
+         "--set", "tta_flip_axes=[0, 1, 2]"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -263,7 +265,14 @@ def test_a_batch_killed_half_way_resumes(tissue, tmp_path):
     assert "a" in done and len(done) < 4, f"killed too late to test anything: {sorted(done)}"
     written = {c: (out / f"{c}_seg.nii.gz").stat().st_mtime_ns for c in done}
     rerun = cli(
-        "infer", str(tissue.bundle), str(inputs), "--output", str(out), "--tta_flip_axes", "[0, 1, 2]"
+        "infer",
+        str(tissue.bundle),
+        "-i",
+        str(inputs),
+        "--output",
+        str(out),
+        "--set",
+        "tta_flip_axes=[0, 1, 2]",
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{len(done)} of 4 cases already written" in rerun.stdout + rerun.stderr

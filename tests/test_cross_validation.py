@@ -33,14 +33,14 @@ def phantoms(tmp_path_factory) -> Path:
 
 def _cli(bundle: Path, data: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "brainbundles.cli", "train-cv", str(bundle), str(data), str(data / "datalist.json"),
+        sys.executable, "-m", "brainbundles.cli", "train-cv", str(bundle), "-i", str(data), "--datalist", str(data / "datalist.json"),
         "--folds", "3", *extra,
     ]  # fmt: skip
 
 
 def test_three_folds_killed_then_resumed_summary_matches_the_fold_reports(phantoms, tmp_path):
     bundle = copy_bundle("tissue", tmp_path / "bundle", TINY)
-    extra = [f"--{k}={v}" for k, v in FAST.items()]
+    extra = [a for k, v in FAST.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     # kill the run as soon as fold 0 is evaluated, when fold 1 starts
     proc = subprocess.Popen(_cli(bundle, phantoms, *extra), start_new_session=True)
     fold0 = bundle / "eval" / "fold_0" / "metrics.json"

@@ -249,7 +249,7 @@ def test_bad_inputs_are_reported_and_batch_goes_on(trained, phantoms, tmp_path):
 
     # the command line reports the bad files and exits non-zero
     proc = subprocess.run(
-        [sys.executable, "-m", "brainbundles.cli", "infer", str(trained), str(good), str(bad / "nan.nii.gz"),
+        [sys.executable, "-m", "brainbundles.cli", "infer", str(trained), "-i", str(good), "-i", str(bad / "nan.nii.gz"),
          "--output", str(tmp_path / "cli")],
         capture_output=True, text=True,
     )  # fmt: skip

@@ -23,7 +23,7 @@ TIME_LIMIT_S = {"full": 900, "quick": 300}  # the demo must finish within 15 min
 
 def test_demo_brats_learns(tmp_path, demo_mode, run_demo_cli, demo_time_limit):
     out = tmp_path / "demo"
-    metrics, _ = run_demo_cli("brats", out, demo_mode, "--missing_sequences", "False")
+    metrics, _ = run_demo_cli("brats", out, demo_mode, "--no-missing-sequences")
     dice = metrics["scores"]
     assert set(dice) == set(THRESHOLDS[demo_mode])
     for region, threshold in THRESHOLDS[demo_mode].items():

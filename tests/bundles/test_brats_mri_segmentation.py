@@ -224,7 +224,7 @@ def test_inference_with_flair_and_t1c_only(trained, phantoms, tmp_path, capsys):
     seg, ref = nib.load(seg_path), nib.load(next(case.glob("*_t1ce.nii.gz")))
     assert seg.shape == ref.shape and np.array_equal(seg.affine, ref.affine)
 
-    # the command line, with the named files as positional arguments
+    # the command line, each named file after its own -i
     proc = subprocess.run(
         [
             sys.executable,
@@ -232,7 +232,7 @@ def test_inference_with_flair_and_t1c_only(trained, phantoms, tmp_path, capsys):
             "brainbundles.cli",
             "infer",
             str(trained),
-            *files,
+            *[a for f in files for a in ("-i", f)],
             "--output",
             str(tmp_path / "cli"),
         ],

@@ -359,16 +359,16 @@ def test_cli_datalist_passes_layout_options(tmp_path):
             "brainbundles.cli",
             "datalist",
             "isbi2015",
-            "--root",
+            "-i",
             str(tmp_path),
             *args,
         ]
         return subprocess.run(cmd, capture_output=True, text=True)
 
-    proc = cli("--out", str(out), "--folds", "1", "--rater", "consensus")
+    proc = cli("-o", str(out), "--folds", "1", "--rater", "consensus")
     assert proc.returncode == 0, proc.stderr
     dl = json.loads(out.read_text())
     assert dl["training"][0]["label"] == "training01/masks/training01_01_consensus.nii.gz"
     assert (tmp_path / dl["training"][0]["label"]).is_file()
-    proc = cli("--out", str(tmp_path / "x.json"), "--rater", "mask3")
+    proc = cli("-o", str(tmp_path / "x.json"), "--rater", "mask3")
     assert proc.returncode == 1 and "rater='mask3'" in proc.stderr and not (tmp_path / "x.json").exists()

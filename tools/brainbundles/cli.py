@@ -1,235 +1,262 @@
-"""The `brainbundles` command: thin wrappers over the package's functions (python-fire)."""
+"""The `brainbundles` command: thin wrappers over the package's functions (argparse).
+
+Every command takes ``--help`` (help, no work); an unknown option is an error naming it; ``-i/--input``
+(repeatable) and ``-o/--output`` mean the same in every command; a bundle's config values are changed
+with ``--set KEY=VALUE`` only (repeatable; the value is JSON or a Python literal, else a string), and a
+key the bundle's configs do not have is an error naming it. Each command ends with one line saying
+what it wrote and where.
+
+python-fire (used before) could not give this: it takes ``--help`` after config overrides as the
+override ``help=True``, and it accepts any ``--name value`` when a command takes ``**overrides``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import ast
+import difflib
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import fire
+__all__ = ["build_parser", "check_overrides", "main", "parse_set"]
 
-__all__ = ["main"]
-
-
-def _tuple(value, n: int = 3, name: str = "value") -> tuple | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return (value,) * n
-    value = tuple(value)
-    if len(value) != n:
-        raise ValueError(f"{name}: expected {n} numbers, got {value}")
-    return value
+logger = logging.getLogger("brainbundles")
 
 
-class Commands:
-    """Brain MRI segmentation bundles: phantoms, datalists, training demo and inference."""
+def parse_set(items: Sequence[str] | None) -> dict[str, object]:
+    """``["epochs=12", "patch_size=[96,96,96]"]`` -> ``{"epochs": 12, "patch_size": [96, 96, 96]}``: each
+    value read as JSON, else as a Python literal, else kept as the string."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE (e.g. --set epochs=12)")
+        value: object
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        out[key.strip()] = value
+    return out
 
-    def phantom(
-        self,
-        task: str = "tissue",
-        out: str = "phantoms",
-        cases: int = 10,
-        seed: int = 0,
-        test_cases: int = 0,
-        shape: Sequence[int] = (96, 112, 96),
-        spacing: Sequence[float] = (1.5, 1.5, 1.5),
-        orientation: str = "RAS",
-        folds: int = 5,
-        dtype: str = "float32",
-    ) -> str:
-        """Write synthetic brain phantoms in a real dataset's layout, with a datalist.json."""
-        from brainbundles.data.phantom import write_phantom_dataset
 
-        path = write_phantom_dataset(
-            task,
-            out,
-            cases=cases,
-            seed=seed,
-            test_cases=test_cases,
-            shape=_tuple(shape, name="shape"),
-            spacing=_tuple(spacing, name="spacing"),
-            orientation=orientation,
-            folds=folds,
-            dtype=dtype,
-        )
-        return f"wrote {cases + test_cases} {task} phantoms and {path}/datalist.json"
+def check_overrides(bundle_root: str | Path, workflow: str, overrides: dict[str, object]) -> None:
+    """Raise ``ValueError`` naming each override key that the bundle's ``workflow`` configs do not have
+    (a typo would otherwise add a new, unused key silently), with the closest existing keys."""
+    from monai.bundle import ConfigParser
 
-    def datalist(
-        self,
-        layout: str,
-        root: str,
-        out: str = "datalist.json",
-        folds: int = 5,
-        seed: int = 0,
-        test_fraction: float = 0.0,
-        channels: Sequence[str] | None = None,
-        **layout_options,
-    ) -> str:
-        """Turn a dataset on disk (ibsr18, folder, brats, brats2023, msd_task01, wmh, isbi2015, msseg2016,
-        ms_open, phantom) into a MONAI datalist with folds; other options go to the layout
-        (`brainbundles datalist isbi2015 --root R --rater consensus`)."""
-        from brainbundles.data.datalist import make_datalist
+    from brainbundles.bundle.verify import config_files
 
-        kwargs = {"channels": list(channels)} if channels else {}
-        dl = make_datalist(
-            layout,
-            root,
-            out=out,
-            folds=folds,
-            seed=seed,
-            test_fraction=test_fraction,
-            **kwargs,
-            **layout_options,
-        )
-        return f"{out}: {len(dl.get('training', []))} training and {len(dl.get('testing', []))} testing cases"
-
-    def demo(
-        self,
-        task: str = "tissue",
-        out: str | None = None,
-        seed: int = 0,
-        missing_sequences: bool = True,
-        quick: bool = False,
-        **train_overrides,
-    ) -> None:
-        """Make phantoms, train the task's bundle on the CPU, infer on held-out phantoms, evaluate
-        (for several sequences, also with each one left out unless `--missing_sequences False`).
-        `--quick`: fewer, coarser phantoms and a narrower network, about a minute (lower scores)."""
-        from brainbundles.workflows import run_demo
-
-        run_demo(
-            task,
-            out or f"demo_{task}",
-            seed=seed,
-            missing_sequences=missing_sequences,
-            quick=quick,
-            **train_overrides,
+    if not overrides:
+        return
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle_root, workflow))
+    unknown = [k for k in overrides if k not in parser]
+    if unknown:
+        known = list(parser.get().keys())
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k.split("#")[0], known, n=3)
+            hints.append(f"{k}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise ValueError(
+            f"{bundle_root}: --set of a key its {workflow} configs do not have: {'; '.join(hints)}"
         )
 
-    def infer(
-        self,
-        bundle: str,
-        *inputs: str,
-        input: Sequence[str] | str | None = None,
-        output: str = "output",
-        datalist: str | None = None,
-        sha256: str | None = None,
-        trust: bool = False,
+
+def _numbers(text: str, n: int = 3) -> tuple[float, ...]:
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    if len(parts) == 1:
+        parts = parts * n
+    if len(parts) != n:
+        raise argparse.ArgumentTypeError(f"expected {n} numbers separated by commas, got {text!r}")
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}") from None
+
+
+def _one_input(args: argparse.Namespace, what: str) -> str:
+    if not args.input or len(args.input) != 1:
+        raise ValueError(f"-i/--input: give exactly one {what}, got {len(args.input or [])}")
+    return args.input[0]
+
+
+# --- the commands: each returns the one line printed at its end -----------------------------------
+
+
+def _phantom(args: argparse.Namespace) -> str:
+    from brainbundles.data.phantom import write_phantom_dataset
+
+    path = write_phantom_dataset(
+        args.task,
+        args.output,
+        cases=args.cases,
+        seed=args.seed,
+        test_cases=args.test_cases,
+        shape=tuple(int(v) for v in args.shape),
+        spacing=args.spacing,
+        orientation=args.orientation,
+        folds=args.folds,
+        dtype=args.dtype,
+    )
+    return f"wrote {args.cases + args.test_cases} {args.task} phantoms and their datalist to {path}/datalist.json"
+
+
+def _datalist(args: argparse.Namespace) -> str:
+    from brainbundles.data.datalist import make_datalist
+
+    options = {
+        k: v
+        for k, v in {
+            "rater": args.rater,
+            "label": args.label,
+            "images_dir": args.images_dir,
+            "labels_dir": args.labels_dir,
+            "labels": json.loads(args.labels) if args.labels else None,
+        }.items()
+        if v is not None
+    }
+    if args.channels:
+        options["channels"] = list(args.channels)
+    dl = make_datalist(
+        args.layout,
+        _one_input(args, "data set folder"),
+        out=args.output,
+        folds=args.folds,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        **options,
+    )
+    return (
+        f"wrote {args.output}: {len(dl.get('training', []))} training and "
+        f"{len(dl.get('testing', []))} testing cases"
+    )
+
+
+def _demo(args: argparse.Namespace) -> str:
+    from brainbundles.workflows import BUNDLE_NAMES, resolve_bundle, run_demo
+
+    overrides = parse_set(args.set)
+    if args.task in BUNDLE_NAMES:
+        check_overrides(resolve_bundle(args.task), "training", overrides)
+    out = Path(args.output or f"demo_{args.task}")
+    run_demo(
+        args.task,
+        out,
+        seed=args.seed,
+        missing_sequences=not args.no_missing_sequences,
+        quick=args.quick,
         **overrides,
-    ) -> None:
-        """Segment scans with a bundle: a folder, a name, or a URL (downloaded, verified, cached):
-        `brainbundles infer tissue --input T1.nii.gz --output out`; several inputs as positional
-        arguments (`brainbundles infer brats flair=F.nii.gz t1c=C.nii.gz --output out`)."""
-        from brainbundles.workflows import run_inference
+    )
+    return f"wrote the demo to {out}: trained bundle in {out / 'bundle'}, scores in {out / 'metrics.json'}"
 
-        files = list(inputs) + ([input] if isinstance(input, str) else list(input or []))
-        run_inference(
-            bundle,
-            files or None,
-            output_dir=output,
-            datalist=datalist,
-            sha256=sha256,
-            trust=trust,
-            **overrides,
-        )
 
-    def train(
-        self,
-        bundle: str,
-        dataset_dir: str,
-        datalist: str,
-        multi_gpu: bool = False,
-        nproc: int = 2,
-        phase2: bool = False,
+def _infer(args: argparse.Namespace) -> str:
+    from brainbundles.workflows import find_bundle, run_inference
+
+    if not args.input and not args.datalist:
+        raise ValueError("give the scans with -i/--input (files or folders) or a --datalist")
+    overrides = parse_set(args.set)
+    root = find_bundle(args.bundle, sha256=args.sha256, trust=args.trust)
+    check_overrides(root, "inference", overrides)
+    out = run_inference(root, args.input or None, output_dir=args.output, datalist=args.datalist, **overrides)
+    written = sorted(Path(out).glob("*_seg.nii.gz"))
+    return f"wrote {len(written)} label maps with their volumes and overlays to {out}"
+
+
+def _train(args: argparse.Namespace) -> str:
+    from brainbundles.workflows import resolve_bundle, run_training
+
+    overrides = parse_set(args.set)
+    root = resolve_bundle(args.bundle)
+    check_overrides(root, "multi_gpu" if args.multi_gpu else "training", overrides)
+    if args.output:
+        overrides["ckpt_dir"] = str(Path(args.output).resolve() / "models")
+        overrides["output_dir"] = str(Path(args.output).resolve() / "eval")
+    dataset = _one_input(args, "data set folder")
+    run_training(
+        root,
+        dataset,
+        args.datalist,
+        multi_gpu=args.multi_gpu,
+        nproc=args.nproc,
+        phase2=args.phase2,
         **overrides,
-    ) -> None:
-        """Train a bundle through the MONAI bundle runner (resumes from models/last.pt if present);
-        `--phase2` then retrains only the output layer (two-phase training, Havaei et al. 2017)."""
-        from brainbundles.workflows import run_training
+    )
+    models = overrides.get("ckpt_dir", root / "models")
+    return f"wrote the trained weights to {models} (best: model.pt; last state: last.pt)"
 
-        run_training(
-            bundle, dataset_dir, datalist, multi_gpu=multi_gpu, nproc=nproc, phase2=phase2, **overrides
-        )
 
-    def train_cv(self, bundle: str, dataset_dir: str, datalist: str, folds: int = 5, **overrides) -> str:
-        """K-fold cross-validation (`brainbundles train-cv BUNDLE --dataset_dir D --datalist F --folds K`):
-        each fold trained through the MONAI bundle runner into models/fold_<k>/ and evaluated into
-        eval/fold_<k>/, then eval/cv_summary.json/.csv with mean ± sd over the folds; run it again after
-        an interruption and it goes on at the unfinished fold."""
-        from brainbundles.workflows import resolve_bundle, run_cross_validation
+def _train_cv(args: argparse.Namespace) -> str:
+    from brainbundles.workflows import resolve_bundle, run_cross_validation
 
-        result = run_cross_validation(bundle, dataset_dir, datalist, folds=folds, **overrides)
-        lines = [
-            f"{c} {m}: {v['mean']:.4f} ± {v['sd']:.4f} (n={v['n']})"
-            for c, ms in result["summary"].items()
-            for m, v in ms.items()
-        ]
-        return "\n".join(lines + [f"summary in {resolve_bundle(bundle) / 'eval' / 'cv_summary.json'}"])
+    overrides = parse_set(args.set)
+    root = resolve_bundle(args.bundle)
+    check_overrides(root, "training", overrides)
+    dataset = _one_input(args, "data set folder")
+    result = run_cross_validation(root, dataset, args.datalist, folds=args.folds, **overrides)
+    for c, ms in result["summary"].items():
+        for m, v in ms.items():
+            print(f"{c} {m}: {v['mean']:.4f} ± {v['sd']:.4f} (n={v['n']})")
+    summary = root / "eval" / "cv_summary.json"
+    return f"wrote {args.folds} fold models to {root / 'models'} and the summary to {summary}"
 
-    def export(
-        self,
-        bundle: str,
-        version: str | None = None,
-        changelog: str | None = None,
-        metrics: str | None = None,
-    ) -> str:
-        """Export a trained bundle for sharing: models/model.safetensors, models/model.pt2 (torch.export,
-        checked against the eager network), or each fold model's for a fold ensemble (train-cv),
-        large_files.yml, metadata.json with a new version, the measured metrics (--metrics, default
-        <bundle>/eval/metrics.json), the ensemble's members, the training data fingerprint and checksums."""
-        from brainbundles.bundle.export import export_bundle
-        from brainbundles.workflows import resolve_bundle
 
-        root = resolve_bundle(bundle)
-        meta = export_bundle(root, version=version, changelog=changelog, metrics=metrics)
-        exported = meta["exported_model"].get("file") or f"none ({meta['exported_model']['reason']})"
-        if isinstance(exported, list):  # a fold ensemble: one program per member
-            exported = f"{len(exported)} ensemble members ({', '.join(exported)})"
-        return (
-            f"{root}: version {meta['version']}; exported program: {exported}; "
-            f"eval_metrics: {meta['eval_metrics'] or 'none'}; {len(meta['files_sha256'])} files checksummed"
-        )
+def _export(args: argparse.Namespace) -> str:
+    from brainbundles.bundle.export import export_bundle
+    from brainbundles.workflows import resolve_bundle
 
-    def package(self, bundle: str, out: str | None = None, name: str | None = None) -> str:
-        """Zip an exported bundle (model-zoo layout, `<name>/...`) and write FILE.zip.sha256 beside it."""
-        from brainbundles.bundle.package import package_bundle
-        from brainbundles.workflows import resolve_bundle
+    root = resolve_bundle(args.bundle)
+    meta = export_bundle(root, version=args.version, changelog=args.changelog, metrics=args.metrics)
+    exported = meta["exported_model"].get("file") or f"none ({meta['exported_model']['reason']})"
+    if isinstance(exported, list):  # a fold ensemble: one program per member
+        exported = f"{len(exported)} ensemble members ({', '.join(exported)})"
+    return (
+        f"wrote {root}: version {meta['version']}; exported program: {exported}; "
+        f"eval_metrics: {meta['eval_metrics'] or 'none'}; {len(meta['files_sha256'])} files checksummed"
+    )
 
-        path, digest = package_bundle(resolve_bundle(bundle), out, name=name)
-        return f"{path}\nsha256 {digest}"
 
-    def publish(self, zip: str, source: str | None = None, index: str | None = None) -> str:
-        """Without --source: print how to upload the zip (GitHub release or Hugging Face Hub). With
-        --source (where it is now downloadable): add it to the index of published bundles."""
-        from brainbundles.bundle.download import index_path, publish_bundle
+def _package(args: argparse.Namespace) -> str:
+    from brainbundles.bundle.package import package_bundle
+    from brainbundles.workflows import resolve_bundle
 
-        if source is None:
-            return _PUBLISH_HELP.format(zip=zip, name=zip.rsplit("/", 1)[-1])
-        key, entry = publish_bundle(zip, source, index=index)
-        return f"{index or index_path()}: {key} -> {entry['source']} (sha256 {entry['checksum']}); commit it"
+    path, digest = package_bundle(resolve_bundle(args.bundle), args.output, name=args.name)
+    return f"wrote {path} (sha256 {digest}) and {path}.sha256"
 
-    def download(
-        self, source: str, sha256: str | None = None, dir: str | None = None, trust: bool = False
-    ) -> str:
-        """Download a bundle by name (from the index) or URL / github:... / hf:... / zip, with --sha256
-        (or --trust); checked, unpacked and verified before it is moved into place."""
-        from brainbundles.bundle.download import download_bundle
 
-        return str(download_bundle(source, sha256=sha256, dir=dir, trust=trust))
+def _publish(args: argparse.Namespace) -> str:
+    from brainbundles.bundle.download import index_path, publish_bundle
 
-    def verify(self, bundle: str, trust: bool = False, strict: bool | None = None) -> str:
-        """Check a bundle: metadata schema, config code and references, pickles, checksums, network
-        input/output shapes, exported program vs eager network (strict: no unlisted files; the
-        default for a downloaded bundle)."""
-        from brainbundles.bundle.download import SOURCE_FILE
-        from brainbundles.bundle.verify import verify_bundle
-        from brainbundles.workflows import resolve_bundle
+    if args.source is None:
+        print(_PUBLISH_HELP.format(zip=args.zip, name=args.zip.rsplit("/", 1)[-1]))
+        return "wrote nothing: upload the zip, then run this command again with --source"
+    key, entry = publish_bundle(args.zip, args.source, index=args.index)
+    return f"wrote {args.index or index_path()}: {key} -> {entry['source']} (sha256 {entry['checksum']}); commit it"
 
-        root = resolve_bundle(bundle)
-        strict = (root / SOURCE_FILE).is_file() if strict is None else strict
-        verify_bundle(root, trust=trust, strict=strict)
-        return f"{root}: verified"
+
+def _download(args: argparse.Namespace) -> str:
+    from brainbundles.bundle.download import download_bundle
+
+    path = download_bundle(args.source, sha256=args.sha256, dir=args.output, trust=args.trust)
+    return f"wrote the verified bundle to {path}"
+
+
+def _verify(args: argparse.Namespace) -> str:
+    from brainbundles.bundle.download import SOURCE_FILE
+    from brainbundles.bundle.verify import verify_bundle
+    from brainbundles.workflows import resolve_bundle
+
+    root = resolve_bundle(args.bundle)
+    strict = (root / SOURCE_FILE).is_file() if args.strict is None else args.strict
+    verify_bundle(root, trust=args.trust, strict=strict)
+    return f"{root}: verified (wrote nothing)"
 
 
 _PUBLISH_HELP = """To publish {zip} (its sha256 is in {zip}.sha256):
@@ -247,14 +274,214 @@ commit that file. The zip is uploaded whole (not unpacked, as MONAI's push_to_hf
 a download can be checked against one sha256 before anything in it is extracted."""
 
 
-def main() -> None:
+# --- the parser ----------------------------------------------------------------------------------
+
+
+def _opt(p, name: str, **kw) -> None:
+    """An option spelt with hyphens, also accepted with underscores (``--test-cases``, ``--test_cases``)."""
+    names = [name] + (["--" + name[2:].replace("-", "_")] if "-" in name[2:] else [])
+    p.add_argument(*names, **kw)
+
+
+def _input(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    p.add_argument("-i", "--input", action="append", required=required, metavar="PATH", help=help)
+
+
+def _output(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    p.add_argument("-o", "--output", default=default, metavar="PATH", help=help)
+
+
+def _set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change a value of the bundle's configs (repeatable): --set epochs=12 --set patch_size=[96,96,96]",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``brainbundles`` argument parser: one sub-command per job."""
+    top = argparse.ArgumentParser(
+        prog="brainbundles",
+        allow_abbrev=False,
+        description="Brain MRI segmentation bundles: phantoms, datalists, training, inference and sharing.",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)
+        p.set_defaults(func=fn)
+        return p
+
+    p = command(
+        "phantom",
+        _phantom,
+        "Write synthetic brain phantoms in a real dataset's layout, with a datalist.json.",
+    )
+    p.add_argument("task", nargs="?", default="tissue", help="brats, wmh, tissue or ms (default tissue)")
+    _output(p, "the data set folder to write (default phantoms)", "phantoms")
+    p.add_argument("--cases", type=int, default=10, help="labelled (training) cases (default 10)")
+    _opt(p, "--test-cases", type=int, default=0, help="extra cases listed for testing (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=_numbers, default=(96, 112, 96), help="voxels, e.g. 96,112,96")
+    p.add_argument("--spacing", type=_numbers, default=(1.5, 1.5, 1.5), help="mm, e.g. 1.5 or 1,1,1")
+    p.add_argument("--orientation", default="RAS", help="axis codes of the written files (default RAS)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--dtype", default="float32", choices=("float32", "int16"))
+
+    p = command(
+        "datalist",
+        _datalist,
+        "Turn a data set on disk (ibsr18, folder, brats, brats2023, msd_task01, wmh, isbi2015, msseg2016, "
+        "ms_open, phantom) into a MONAI datalist with folds.",
+    )
+    p.add_argument("layout", help="the data set's layout")
+    _input(p, "the data set folder", required=True)
+    _output(p, "the datalist file to write (default datalist.json)", "datalist.json")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    _opt(p, "--test-fraction", type=float, default=0.0, help="labelled cases moved to testing (0 <= f < 1)")
+    p.add_argument("--channels", nargs="+", help="channel names (default: the layout's)")
+    p.add_argument("--rater", help="isbi2015: mask1, mask2 or consensus")
+    p.add_argument("--label", help="ibsr18: which label files (default auto)")
+    _opt(p, "--images-dir", help="folder layout: the images' subfolder (default images)")
+    _opt(p, "--labels-dir", help="folder layout: the labels' subfolder (default labels)")
+    p.add_argument("--labels", help='folder layout: label names as JSON, e.g. \'{"1": "lesion"}\'')
+
+    p = command(
+        "demo",
+        _demo,
+        "Make phantoms, train the task's bundle on the CPU, infer on held-out phantoms and evaluate.",
+    )
+    p.add_argument("task", nargs="?", default="tissue", help="brats, wmh, tissue or ms (default tissue)")
+    _output(p, "the demo's folder (default demo_<task>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--quick", action="store_true", help="fewer, coarser phantoms, a narrower network: about a minute"
+    )
+    _opt(
+        p,
+        "--no-missing-sequences",
+        action="store_true",
+        help="do not also segment with each sequence left out",
+    )
+    _set(p)
+
+    p = command("infer", _infer, "Segment scans with a bundle (a folder, a task name or a URL).")
+    p.add_argument("bundle", help="bundle folder, task name (tissue, brats, wmh, ms) or URL")
+    _input(p, "a scan, a folder of scans, or for several sequences NAME=FILE (flair=F.nii.gz); repeatable")
+    _output(p, "the folder to write into (default output)", "output")
+    p.add_argument("--datalist", help="segment the testing cases of this datalist instead of --input")
+    p.add_argument("--sha256", help="expected sha256 of a downloaded bundle")
+    p.add_argument("--trust", action="store_true", help="run a downloaded bundle without a checksum")
+    _set(p)
+
+    for name, fn, help in (
+        ("train", _train, "Train a bundle through the MONAI bundle runner (resumes from models/last.pt)."),
+        ("train-cv", _train_cv, "K-fold cross-validation: each fold trained and evaluated, then mean ± sd."),
+    ):
+        p = command(name, fn, help)
+        p.add_argument("bundle", help="bundle folder or task name")
+        _input(p, "the data set folder", required=True)
+        p.add_argument("--datalist", required=True, help="the datalist (brainbundles datalist)")
+        _set(p)
+        if name == "train":
+            _output(p, "a run folder for models/ and eval/ (default: the bundle's own)")
+            _opt(p, "--multi-gpu", action="store_true", help="one process per GPU under torchrun")
+            p.add_argument("--nproc", type=int, default=2, help="processes with --multi-gpu (default 2)")
+            p.add_argument(
+                "--phase2", action="store_true", help="retrain only the output layer (Havaei et al.)"
+            )
+        else:
+            p.add_argument("--folds", type=int, default=5)
+
+    p = command(
+        "export", _export, "Export a trained bundle for sharing (weights, program, checksums, metadata)."
+    )
+    p.add_argument("bundle")
+    p.add_argument("--version", help="the new version (default: the patch number + 1)")
+    p.add_argument("--changelog", help="the changelog line of the new version")
+    p.add_argument("--metrics", help="metrics.json to record (default <bundle>/eval/metrics.json)")
+
+    p = command("package", _package, "Zip an exported bundle (model-zoo layout) and write its sha256.")
+    p.add_argument("bundle")
+    _output(p, "the zip file to write (default <name>_v<version>.zip)")
+    p.add_argument("--name", help="the bundle's name in the zip (default its folder name)")
+
+    p = command("publish", _publish, "Print how to upload a zip; with --source, add it to the index.")
+    p.add_argument("zip")
+    p.add_argument("--source", help="where the zip is now downloadable (URL, github:..., hf:...)")
+    p.add_argument("--index", help="the index file (default the package's model_info.json)")
+
+    p = command("download", _download, "Download a bundle by name or URL; checked, unpacked and verified.")
+    p.add_argument("source", help="a name from the index, a URL, github:..., hf:... or a zip")
+    p.add_argument("--sha256")
+    p.add_argument("--trust", action="store_true", help="accept a download without a checksum")
+    _output(p, "the folder to download into (default the cache)")
+
+    p = command("verify", _verify, "Check a bundle: metadata, config code, pickles, checksums, shapes.")
+    p.add_argument("bundle")
+    p.add_argument("--trust", action="store_true")
+    strict = p.add_mutually_exclusive_group()
+    strict.add_argument(
+        "--strict", dest="strict", action="store_true", default=None, help="no unlisted files"
+    )
+    _opt(strict, "--no-strict", dest="strict", action="store_false")
+    return top
+
+
+def _unknown_message(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> str:
+    """The error for arguments the command does not take: each named, with a hint."""
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        args.command
+    ]
+    options = [o for o in command._option_string_actions if o.startswith("--")]
+    hints: list[str] = []
+    words: list[str] = []  # an unknown option with the value after it is one word
+    for u in unknown:
+        if (
+            words
+            and words[-1].startswith("-")
+            and "=" not in words[-1]
+            and " " not in words[-1]
+            and not u.startswith("-")
+        ):
+            words[-1] += f" {u}"
+        else:
+            words.append(u)
+    for w in words:
+        if w.startswith("-"):
+            flag = w.split("=")[0].split(" ")[0]
+            close = [o for o in options if o.startswith(flag)][:1] or difflib.get_close_matches(
+                flag, options, n=1, cutoff=0.8
+            )
+            if close:
+                hints.append(f"{w} (did you mean {close[0]}?)")
+            elif hasattr(args, "set"):
+                hints.append(f"{w} (a config value? use --set {flag.lstrip('-')}=VALUE)")
+            else:
+                hints.append(w)
+        elif hasattr(args, "input"):
+            hints.append(f"{w} (an input? use -i {w})")
+        else:
+            hints.append(w)
+    return f"{args.command}: unknown argument{'s' if len(hints) > 1 else ''}: {', '.join(hints)}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; bad input (a named file and its problem) ends with a one-line error and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(_unknown_message(parser, args, unknown))
     try:
-        fire.Fire(Commands, name="brainbundles")
+        line = args.func(args)
     except (ValueError, FileNotFoundError) as e:  # InputError and UnsafeFileError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    print(line)
 
 
 if __name__ == "__main__":

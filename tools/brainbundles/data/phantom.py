@@ -125,6 +125,7 @@ are.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -143,6 +144,8 @@ from scipy.spatial import cKDTree
 from brainbundles.data.datalist import BRATS_LABELS, MS_CHANNELS, MS_LABELS, WMH_LABELS
 from brainbundles.data.labels import from_internal
 from brainbundles.fileio import atomic_write, write_json_atomic
+
+logger = logging.getLogger("brainbundles")
 
 __all__ = [
     "CONTRASTS",
@@ -1526,6 +1529,7 @@ def write_phantom_dataset(
         if spec.label_convention is not None:
             entry["label_convention"] = spec.label_convention
         entries.append(entry)
+        logger.info("phantom %d of %d written: %s", i + 1, total, cid)
 
     fold_of = np.empty(cases, dtype=int)
     for rank, i in enumerate(np.random.default_rng(seed).permutation(cases)):

@@ -30,7 +30,9 @@ softmax removes.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from functools import partial
 
@@ -40,6 +42,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
+
+logger = logging.getLogger("brainbundles")
 
 __all__ = ["CRFd", "bilateral_message", "dense_crf", "spatial_message"]
 
@@ -216,6 +220,9 @@ class CRFd(MapTransform):
         if self.image_channels is not None:
             image = image[: self.image_channels]
         for key in self.key_iterator(d):
+            t0 = time.perf_counter()
+            logger.info("dense CRF on %s (%s voxels)...", key, "×".join(str(n) for n in d[key].shape[1:]))
             refined = dense_crf(d[key], image, spacing, multilabel=self.multilabel, **self.crf_kwargs)
             d[key] = convert_to_dst_type(refined, d[key])[0]
+            logger.info("dense CRF on %s done (%.1f s)", key, time.perf_counter() - t0)
         return d
