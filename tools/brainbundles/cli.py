@@ -23,8 +23,6 @@ from pathlib import Path
 
 __all__ = ["build_parser", "check_overrides", "main", "parse_set"]
 
-logger = logging.getLogger("brainbundles")
-
 
 def parse_set(items: Sequence[str] | None) -> dict[str, object]:
     """``["epochs=12", "patch_size=[96,96,96]"]`` -> ``{"epochs": 12, "patch_size": [96, 96, 96]}``: each
@@ -175,7 +173,8 @@ def _train(args: argparse.Namespace) -> str:
 
     overrides = parse_set(args.set)
     root = resolve_bundle(args.bundle)
-    check_overrides(root, "multi_gpu" if args.multi_gpu else "training", overrides)
+    workflow = "train_phase2" if args.phase2 else "multi_gpu" if args.multi_gpu else "training"
+    check_overrides(root, workflow, overrides)
     if args.output:
         overrides["ckpt_dir"] = str(Path(args.output).resolve() / "models")
         overrides["output_dir"] = str(Path(args.output).resolve() / "eval")
