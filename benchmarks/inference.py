@@ -1,6 +1,6 @@
 """Time a bundle's inference per case: the plain path against the fast path, same weights, same process.
 
-    python benchmarks/inference.py --bundle brats_mri_segmentation [--weights TRAINED_BUNDLE]
+    python benchmarks/inference.py --bundle brain_tumour_mri_segmentation [--weights TRAINED_BUNDLE]
     python benchmarks/inference.py --bundle brain_tissue_mri_segmentation --image T1.nii.gz
 
 Both paths run the bundle's own ``inference`` workflow (loading, preprocessing, postprocessing and
@@ -129,7 +129,7 @@ def agreement(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="brats_mri_segmentation", help="bundle name or folder")
+    ap.add_argument("--bundle", default="brain_tumour_mri_segmentation", help="bundle name or folder")
     ap.add_argument("--weights", help="trained weights of the same network: a bundle or its models folder")
     ap.add_argument("--image", nargs="+", help="the case: one file per channel (default: a phantom)")
     ap.add_argument("--label", help="the case's true label map (with --image), in its dataset's convention")

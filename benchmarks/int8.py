@@ -2,7 +2,7 @@
 
     pip install openvino nncf          # for --backend openvino (not a dependency of brainbundles)
     pip install torchao                # for --backend pt2e
-    python benchmarks/int8.py --bundle brats_mri_segmentation --shape 136 176 136 --backend openvino
+    python benchmarks/int8.py --bundle brain_tumour_mri_segmentation --shape 136 176 136 --backend openvino
 
 The network is the bundle's ``network_def`` with its shipped weights, or (a bundle without trained
 weights) a seeded random initialisation. It runs on one window of ``--shape`` (default: the brain crop
@@ -83,7 +83,7 @@ def _inputs(args, channels: int, divisor: int) -> list[torch.Tensor]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="brats_mri_segmentation")
+    ap.add_argument("--bundle", default="brain_tumour_mri_segmentation")
     ap.add_argument("--backend", choices=("openvino", "pt2e"), default="openvino")
     ap.add_argument("--shape", type=int, nargs=3, default=(136, 176, 132))
     ap.add_argument("--image", nargs="+", help="a case's files, one per channel (skull-stripped)")

@@ -1,6 +1,6 @@
 """Time the sharing path on a trained bundle, through the `brainbundles` command (run by hand).
 
-    python benchmarks/share_roundtrip.py demo_brats/bundle --name brats_mri_segmentation \\
+    python benchmarks/share_roundtrip.py demo_brats/bundle --name brain_tumour_mri_segmentation \\
         --datalist demo_brats/data/datalist.json --reference demo_brats/predictions
 
 Copies the bundle (the original is left as it is), then runs `brainbundles export`, `package`,
@@ -31,7 +31,7 @@ import numpy as np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", help="a trained bundle folder")
-    ap.add_argument("--name", required=True, help="the bundle's name, e.g. brats_mri_segmentation")
+    ap.add_argument("--name", required=True, help="the bundle's name, e.g. brain_tumour_mri_segmentation")
     ap.add_argument("--datalist", required=True, help="its 'testing' cases are segmented")
     ap.add_argument("--reference", help="the original bundle's predictions for those cases")
     ap.add_argument("--metrics", help="a metrics report for export (default: the bundle's eval/metrics.json)")

@@ -1,6 +1,6 @@
 """Where the time of one case goes: a bundle's inference workflow on one case under ``cProfile``.
 
-    python benchmarks/steps.py --bundle brats_mri_segmentation --image t1.nii.gz t1c.nii.gz t2.nii.gz flair.nii.gz
+    python benchmarks/steps.py --bundle brain_tumour_mri_segmentation --image t1.nii.gz t1c.nii.gz t2.nii.gz flair.nii.gz
 
 The workflow runs twice in one process (the first run warms up); the second is profiled and broken
 down into steps by the cumulative time of the functions that do them. Weights: the bundle's shipped
@@ -40,7 +40,7 @@ STEPS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="brats_mri_segmentation")
+    ap.add_argument("--bundle", default="brain_tumour_mri_segmentation")
     ap.add_argument("--image", nargs="+", required=True, help="the case: one file per channel")
     ap.add_argument("--no-prefetch", action="store_true", help="read the case in the calling thread")
     args = ap.parse_args()

@@ -1,6 +1,6 @@
 """Training throughput of a bundle: iterations/s with its data pipeline against the model step alone.
 
-    python benchmarks/training.py --bundle brats_mri_segmentation [--iterations 6] [--num-workers 2]
+    python benchmarks/training.py --bundle brain_tumour_mri_segmentation [--iterations 6] [--num-workers 2]
 
 Builds the bundle's own training objects from its configs (``common.json`` + ``train.json``: the
 cached deterministic preprocessing, the random transforms after the cache, the data loader, network,
@@ -37,7 +37,7 @@ BRAIN = {"brats": (136, 176, 132), "tissue": (136, 172, 140)}  # 1 mm brain size
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="brats_mri_segmentation", help="bundle name or folder")
+    ap.add_argument("--bundle", default="brain_tumour_mri_segmentation", help="bundle name or folder")
     ap.add_argument("--iterations", type=int, default=6, help="timed iterations of each")
     ap.add_argument("--cases", type=int, default=4, help="phantom training cases")
     ap.add_argument("--brain-shape", type=int, nargs=3, help="phantom size at 1 mm (default: by task)")

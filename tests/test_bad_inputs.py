@@ -207,7 +207,7 @@ def test_a_rerun_writes_only_missing_cases_and_cleans_up(tissue, tmp_path):
 def test_sequence_problems_of_a_multichannel_bundle_are_one_line_errors(tissue, tmp_path, untrained_export):
     """The tumour bundle given a misspelt sequence name, and the same file as T1 and T1c."""
     brats = untrained_export(
-        tmp_path / "brats_mri_segmentation",
+        tmp_path / "brain_tumour_mri_segmentation",
         "brats",
         {"network_def#init_filters": 8, "patch_size": [32, 32, 32]},
         export=False,

@@ -23,7 +23,7 @@ def _run(script: str, *args: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("bundle", ["brats_mri_segmentation", "brain_tissue_mri_segmentation"])
+@pytest.mark.parametrize("bundle", ["brain_tumour_mri_segmentation", "brain_tissue_mri_segmentation"])
 def test_inference_benchmark_compares_plain_and_fast(bundle: str) -> None:
     out = _run(
         "inference.py",
@@ -63,7 +63,7 @@ def test_inference_benchmark_compares_plain_and_fast(bundle: str) -> None:
 
 def test_training_benchmark_prints_both_rates() -> None:
     out = _run(
-        "training.py", "--bundle", "brats_mri_segmentation", "--iterations", "1", "--cases", "2",
+        "training.py", "--bundle", "brain_tumour_mri_segmentation", "--iterations", "1", "--cases", "2",
         "--brain-shape", "40", "48", "40", "--set", "patch_size=[32,32,32]", "num_samples=1",
     )  # fmt: skip
     m = re.search(r"pipeline_its (\S+) model_its (\S+) ratio (\S+)$", out.strip())

@@ -44,7 +44,7 @@ logger = logging.getLogger("brainbundles")
 
 BUNDLE_NAMES = {
     "tissue": "brain_tissue_mri_segmentation",
-    "brats": "brats_mri_segmentation",
+    "brats": "brain_tumour_mri_segmentation",
     "wmh": "wmh_mri_segmentation",
     "ms": "ms_lesion_mri_segmentation",
 }

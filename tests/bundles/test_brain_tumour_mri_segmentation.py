@@ -22,7 +22,7 @@ from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.networks import output_layer_parameters
 from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference, run_training
 
-BUNDLE = resolve_bundle("brats_mri_segmentation")
+BUNDLE = resolve_bundle("brain_tumour_mri_segmentation")
 PATCH_3D = [32, 32, 32]
 TINY = {
     "network_def#init_filters": 8,
