@@ -51,7 +51,8 @@ def untrained_export() -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def multi_process_training() -> Callable[..., None]:
-    """``train(bundle, data, **overrides)``: two-process gloo training of ``bundle`` for one epoch, tried twice: gloo on a loaded 2-core CI
+    """``train(bundle, data, **overrides)``: two-process gloo training of ``bundle`` for one epoch, checked
+    to end with bit-identical weights in both processes, tried twice: gloo on a loaded 2-core CI
     machine has failed about once in hundreds of runs after both processes had finished training; a
     broken pipeline fails both tries, and the first failure's per-process logs are kept as a warning."""
     import warnings
@@ -59,11 +60,21 @@ def multi_process_training() -> Callable[..., None]:
     from brainbundles.workflows import TrainingProcessError, run_training
 
     def train(bundle: Path, data: Path, **overrides) -> None:
+        import time
+
         for attempt in (1, 2):
+            started = time.time()
             try:
                 run_training(
                     bundle, data, data / "datalist.json", multi_gpu=True, nproc=2, epochs=1, **overrides
                 )
+                # both processes ended with bit-identical weights (the bundles' finalize checks it)
+                logs = [
+                    p.read_text(errors="replace")
+                    for p in (bundle / "eval" / "logs" / "torchrun").rglob("*.log")
+                    if p.stat().st_mtime >= started - 1
+                ]
+                assert any("weights identical on all 2 processes" in text for text in logs), logs
                 return
             except TrainingProcessError as e:
                 if attempt == 2:
