@@ -165,7 +165,8 @@ def _infer(args: argparse.Namespace) -> str:
     check_overrides(root, "inference", overrides)
     out = run_inference(root, args.input or None, output_dir=args.output, datalist=args.datalist, **overrides)
     written = sorted(Path(out).glob("*_seg.nii.gz"))
-    return f"wrote {len(written)} label maps with their volumes and overlays to {out}"
+    n = len(written)
+    return f"wrote {n} label map{'' if n == 1 else 's'} with {'its' if n == 1 else 'their'} volumes and overlay{'' if n == 1 else 's'} to {out}"
 
 
 def _train(args: argparse.Namespace) -> str:
