@@ -49,3 +49,31 @@ def test_tumour_postprocess_bad_args():
         TumourPostprocessd("pred", min_enhancing_mm3=-1)
     with pytest.raises(ValueError, match="3 region channels"):
         TumourPostprocessd("pred")({"pred": torch.zeros(2, 4, 4, 4)})
+
+
+def test_remove_small_components_in_a_box_equals_labelling_the_whole_volume():
+    """Labelling only the mask's bounding box keeps exactly the components a whole-volume labelling
+    keeps, wherever the mask lies (touching the volume's faces included)."""
+    from scipy import ndimage
+
+    from brainbundles.postprocessing.components import bounding_box
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        m = np.zeros((30, 34, 26), bool)
+        size = rng.integers(1, 20, 3)
+        at = [rng.integers(0, s - n + 1) for s, n in zip(m.shape, size, strict=True)]
+        m[tuple(slice(a, a + n) for a, n in zip(at, size, strict=True))] = rng.random(size) < rng.random()
+        m[0, 0, 0] |= rng.random() < 0.3  # sometimes a speck in a corner
+        if m.any():
+            box = bounding_box(m)
+            assert m[box].sum() == m.sum()  # holds every true voxel
+            for axis in range(3):  # and is the smallest such box: each face touches the mask
+                along = m[box].any(axis=tuple(j for j in range(3) if j != axis))
+                assert along[0] and along[-1]
+        for min_voxels in (2, 5, 30):
+            labels, n = ndimage.label(m, structure=np.ones((3, 3, 3), bool))
+            sizes = np.bincount(labels.ravel(), minlength=n + 1)
+            keep = sizes >= min_voxels
+            keep[0] = False
+            np.testing.assert_array_equal(remove_small_components(m, min_voxels), keep[labels])
