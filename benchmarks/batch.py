@@ -24,11 +24,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
-from monai.bundle import ConfigParser
+from _weights import bundle_with_weights
 
-from brainbundles.bundle.weights import find_weights
-from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference
+from brainbundles.workflows import run_inference
 
 
 def main() -> None:
@@ -39,16 +37,8 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="batch_"))
     try:
-        bundle = copy_bundle(resolve_bundle(args.bundle), tmp / "bundle")
-        try:
-            find_weights(bundle / "models")
-            print("weights: the bundle's")
-        except FileNotFoundError:
-            parser = ConfigParser()
-            parser.read_config(str(bundle / "configs" / "common.json"))
-            torch.manual_seed(0)
-            torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
-            print("weights: random (seed 0)")
+        bundle, weights = bundle_with_weights(args.bundle, tmp / "bundle")
+        print(f"weights: {weights}")
         inputs = [str(Path(p).resolve()) for p in args.input]
         seconds: dict[bool, list[float]] = {True: [], False: []}
         for repeat in range(args.repeats):

@@ -19,11 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from monai.bundle import ConfigParser
+from _weights import bundle_with_weights
 
-from brainbundles.bundle.weights import find_weights
-from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference
+from brainbundles.workflows import run_inference
 
 #: step name: (file the function is in, function name)
 STEPS = {
@@ -46,14 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="steps_"))
     try:
-        bundle = copy_bundle(resolve_bundle(args.bundle), tmp / "bundle")
-        try:
-            find_weights(bundle / "models")
-        except FileNotFoundError:
-            parser = ConfigParser()
-            parser.read_config(str(bundle / "configs" / "common.json"))
-            torch.manual_seed(0)
-            torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+        bundle, _ = bundle_with_weights(args.bundle, tmp / "bundle")
         images = [str(Path(p).resolve()) for p in args.image]
         overrides = {"prefetch": not args.no_prefetch}
         run_inference(bundle, images, output_dir=tmp / "warm-up", **overrides)
