@@ -21,7 +21,7 @@ def bundle_with_weights(bundle: str, dest: Path) -> tuple[Path, str]:
         return root, "the bundle's"
     except FileNotFoundError:
         parser = ConfigParser()
-        parser.read_config(str(root / "configs" / "common.json"))
+        parser.read_config(str(root / "configs" / "inference.json"))
         torch.manual_seed(0)
         torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
         return root, "random (seed 0)"

@@ -52,7 +52,8 @@ from brainbundles.bundle.weights import find_weights
 from brainbundles.data.labels import BRATS_REGIONS, to_internal
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.metrics import dice
-from brainbundles.workflows import BUNDLE_NAMES, copy_bundle, resolve_bundle, run_inference
+from brainbundles.paths import BUNDLE_NAMES
+from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference
 
 GRIDS = {  # task: (grid shape, brain shape) in 1 mm voxels; brain sizes of the real scans in ../shared/data
     "brats": ((240, 240, 155), (136, 176, 132)),
@@ -150,12 +151,12 @@ def main() -> None:
             shutil.copy2(found, bundle / "models" / found.name)
         else:
             parser = ConfigParser()
-            parser.read_config(str(bundle / "configs" / "common.json"))
+            parser.read_config(str(bundle / "configs" / "inference.json"))
             torch.manual_seed(0)
             torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
             print("weights: random (seed 0): the agreement Dice is not meaningful without trained weights")
         parser = ConfigParser()
-        parser.read_config(str(bundle / "configs" / "common.json"))
+        parser.read_config(str(bundle / "configs" / "inference.json"))
         truth, truth_convention = None, None
         if args.image:
             images = [Path(p).resolve() for p in args.image]

@@ -93,7 +93,7 @@ def main() -> None:
     torch.set_num_threads(2)
     root = resolve_bundle(args.bundle)
     parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "common.json"))
+    parser.read_config(str(root / "configs" / "inference.json"))
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def").eval()
     try:

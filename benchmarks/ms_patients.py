@@ -186,7 +186,7 @@ def main() -> None:
             [{**test, "case": test_p}], run / "predictions", run / "evaluation", ignore_label=None
         )
         (network,) = report["per_case"][test_p].values()
-        min_mm3 = json.loads((bundle / "configs" / "common.json").read_text())["min_lesion_mm3"]
+        min_mm3 = json.loads((bundle / "configs" / "inference.json").read_text())["min_lesion_mm3"]
         threshold, base = baseline(train, test, min_mm3)
         results["runs"].append(
             {

@@ -35,8 +35,8 @@ from brainbundles.data.cases import inference_items
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.fileio import write_json_atomic
 from brainbundles.inference import ensemble_members
+from brainbundles.paths import BUNDLE_NAMES
 from brainbundles.workflows import (
-    BUNDLE_NAMES,
     DEMO_PROFILES,
     _evaluate,
     copy_bundle,
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_s = time.perf_counter() - t0
 
     members = [str(m) for m in ensemble_members(bundle / "models")]
-    parser = ConfigParser(json.loads((bundle / "configs" / "common.json").read_text()))
+    parser = ConfigParser(json.loads((bundle / "configs" / "inference.json").read_text()))
     items = inference_items(None, data / "datalist.json", data, parser["channels"], section="testing")
     axes = [int(a) for a in args.flip_axes.split(",") if a.strip()]
     chosen = variants(members, axes)

@@ -2,7 +2,7 @@
 
     python benchmarks/training.py --bundle brain_tumour_mri_segmentation [--iterations 6] [--num-workers 2]
 
-Builds the bundle's own training objects from its configs (``common.json`` + ``train.json``: the
+Builds the bundle's own training objects from its configs (``train.json``: the
 cached deterministic preprocessing, the random transforms after the cache, the data loader, network,
 ``train#inferer`` with the bundle's precision and memory format, loss and optimizer) on synthetic
 phantoms of adult brain size at 1 mm, then times
@@ -30,7 +30,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from brainbundles.data.phantom import write_phantom_dataset
-from brainbundles.workflows import BUNDLE_NAMES, config_files, copy_bundle, resolve_bundle
+from brainbundles.paths import BUNDLE_NAMES, config_files
+from brainbundles.workflows import copy_bundle, resolve_bundle
 
 BRAIN = {"brats": (136, 176, 132), "tissue": (136, 172, 140)}  # 1 mm brain sizes of the real scans
 

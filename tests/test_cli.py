@@ -115,7 +115,7 @@ def test_share_commands(tmp_path, monkeypatch, capsys, untrained_export):
 
 
 COMMANDS = ["phantom", "datalist", "demo", "infer", "train", "train-cv", "export", "package", "publish",
-            "download", "verify"]  # fmt: skip
+            "download", "verify", "generate-configs"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)

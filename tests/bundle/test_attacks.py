@@ -423,7 +423,7 @@ def test_config_with_new_code_is_refused_unless_trusted(bundle, tmp_path, target
 @pytest.mark.parametrize(
     ("file", "key", "value"),
     [
-        ("common.json", "evil_target", {"_target_": "subprocess.Popen", "args": ["true"]}),
+        ("train.json", "evil_target", {"_target_": "subprocess.Popen", "args": ["true"]}),
         ("inference.json", "evil_macro", "%/etc/passwd"),
         ("metadata.json", "evil_meta", "$__import__('os').system('true')"),
     ],
@@ -572,7 +572,7 @@ def test_code_in_the_exported_program_is_refused(bundle, tmp_path, target, cache
 
 def test_config_value_that_names_a_callable_is_refused(bundle, tmp_path, target, cache):
     marker = tmp_path / "PWNED"
-    common_path = bundle / "configs" / "common.json"
+    common_path = bundle / "configs" / "inference.json"
     common = json.loads(common_path.read_text())
     loader = common["deterministic_transforms"][0]
     assert loader["_target_"] == "LoadImaged"  # a known target: only its values change

@@ -17,7 +17,6 @@ from brainbundles.bundle.download import (
     SOURCE_FILE,
     cache_dir,
     download_bundle,
-    index_path,
     lookup,
     publish_bundle,
     read_index,
@@ -25,6 +24,7 @@ from brainbundles.bundle.download import (
 )
 from brainbundles.bundle.export import next_version
 from brainbundles.bundle.package import check_archive, package_bundle
+from brainbundles.paths import index_file
 
 NAME = "brain_tissue_mri_segmentation"
 SHA = "ab" * 32
@@ -112,7 +112,7 @@ def test_bad_source_forms_are_refused(source, message):
 
 
 def test_environment_names_the_index_and_the_cache(env):
-    assert index_path() == env.index
+    assert index_file() == env.index
     assert cache_dir() == env.cache
 
 
@@ -325,7 +325,7 @@ def test_check_archive_refuses_a_file_that_is_not_a_zip(tmp_path):
             r"one top-level folder expected, found \['README.md', 'a'\]",
         ),
         (["-a/configs/metadata.json"], r"one top-level folder expected, found \['-a'\]"),
-        (["a/configs/common.json"], r"no a/configs/metadata.json"),
+        (["a/configs/inference.json"], r"no a/configs/metadata.json"),
         ([], r"one top-level folder expected, found \[\]"),
     ],
     ids=["two-folders", "top-level-file", "bad-name", "no-metadata", "empty"],

@@ -54,7 +54,7 @@ def test_demo_tissue_learns(tmp_path, demo_mode, run_demo_cli, demo_time_limit):
 
     # a complete trained bundle is left behind, and its predictions are on the held-out scans' grids
     bundle = out / "bundle"
-    for f in ("configs/common.json", "configs/inference.json", "configs/metadata.json", "LICENSE"):
+    for f in ("configs/train.json", "configs/inference.json", "configs/metadata.json", "LICENSE"):
         assert (bundle / f).is_file(), f
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())

@@ -38,7 +38,7 @@ def test_demo_wmh_learns(tmp_path, demo_mode, run_demo_cli, demo_time_limit):
     # the trained bundle is complete, and each prediction is on its held-out FLAIR's grid, with the
     # WMH volume and lesion count reported per case
     bundle = out / "bundle"
-    for f in ("configs/common.json", "configs/inference.json", "configs/metadata.json", "LICENSE"):
+    for f in ("configs/train.json", "configs/inference.json", "configs/metadata.json", "LICENSE"):
         assert (bundle / f).is_file(), f
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())

@@ -49,7 +49,7 @@ def check_overrides(bundle_root: str | Path, workflow: str, overrides: dict[str,
     (a typo would otherwise add a new, unused key silently), with the closest existing keys."""
     from monai.bundle import ConfigParser
 
-    from brainbundles.bundle.verify import config_files
+    from brainbundles.paths import config_files
 
     if not overrides:
         return
@@ -138,7 +138,8 @@ def _datalist(args: argparse.Namespace) -> str:
 
 
 def _demo(args: argparse.Namespace) -> str:
-    from brainbundles.workflows import BUNDLE_NAMES, resolve_bundle, run_demo
+    from brainbundles.paths import BUNDLE_NAMES
+    from brainbundles.workflows import resolve_bundle, run_demo
 
     overrides = parse_set(args.set)
     if args.task in BUNDLE_NAMES:
@@ -232,13 +233,14 @@ def _package(args: argparse.Namespace) -> str:
 
 
 def _publish(args: argparse.Namespace) -> str:
-    from brainbundles.bundle.download import index_path, publish_bundle
+    from brainbundles.bundle.download import publish_bundle
+    from brainbundles.paths import index_file
 
     if args.source is None:
         print(_PUBLISH_HELP.format(zip=args.zip, name=args.zip.rsplit("/", 1)[-1]))
         return "wrote nothing: upload the zip, then run this command again with --source"
     key, entry = publish_bundle(args.zip, args.source, index=args.index)
-    return f"wrote {args.index or index_path()}: {key} -> {entry['source']} (sha256 {entry['checksum']}); commit it"
+    return f"wrote {args.index or index_file()}: {key} -> {entry['source']} (sha256 {entry['checksum']}); commit it"
 
 
 def _download(args: argparse.Namespace) -> str:
@@ -246,6 +248,20 @@ def _download(args: argparse.Namespace) -> str:
 
     path = download_bundle(args.source, sha256=args.sha256, dir=args.output, trust=args.trust)
     return f"wrote the verified bundle to {path}"
+
+
+def _generate_configs(args: argparse.Namespace) -> str:
+    from brainbundles.bundle.generate import generate_configs
+
+    changed = generate_configs(args.output, check=args.check)
+    if args.check:
+        if changed:
+            raise ValueError(
+                f"{len(changed)} config file(s) differ from the source: {', '.join(map(str, changed))}; "
+                "run brainbundles generate-configs"
+            )
+        return "every bundle's configs match the source (wrote nothing)"
+    return f"wrote {len(changed)} config file(s)" + (f": {', '.join(map(str, changed))}" if changed else "")
 
 
 def _verify(args: argparse.Namespace) -> str:
@@ -419,6 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256")
     p.add_argument("--trust", action="store_true", help="accept a download without a checksum")
     _output(p, "the folder to download into (default the cache)")
+
+    p = command(
+        "generate-configs",
+        _generate_configs,
+        "Write every bundle's configs from the one source (tools/brainbundles/bundle/config_source).",
+    )
+    _output(p, "the folder holding the bundles (default the package's bundles)")
+    p.add_argument("--check", action="store_true", help="write nothing; fail if a file differs")
 
     p = command("verify", _verify, "Check a bundle: metadata, config code, pickles, checksums, shapes.")
     p.add_argument("bundle")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_text_atomic", "write_json_atomic", "sha256_file"]
+__all__ = ["atomic_write", "json_text", "write_text_atomic", "write_json_atomic", "sha256_file"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -46,15 +47,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, write)
 
 
+def json_text(obj: Any, **dump_kwargs: Any) -> str:
+    """``obj`` as the project's one JSON style: 4-space indents, UTF-8 characters kept, a final newline."""
+    return json.dumps(obj, indent=4, ensure_ascii=False, **dump_kwargs) + "\n"
+
+
 def write_json_atomic(obj: Any, path: str | os.PathLike, **dump_kwargs: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, **dump_kwargs) + "\n")
+    """Write ``obj`` as :func:`json_text` to ``path`` atomically."""
+    return write_text_atomic(path, json_text(obj, **dump_kwargs))
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The sha256 of a file's bytes, as 64 hex digits."""
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -1,6 +1,6 @@
 """The fast path every bundle runs its network through: precision, memory format and window choice.
 
-- **Precision** (``precision`` in a bundle's ``common.json``): ``"auto"`` uses AMP (float16 autocast) on
+- **Precision** (``precision`` in a bundle's ``inference.json`` and ``train.json``): ``"auto"`` uses AMP (float16 autocast) on
   CUDA, bfloat16 autocast on CPUs with AMX, and float32 elsewhere; ``"fp32"``, ``"bf16"`` and ``"fp16"``
   force one. On a CPU with AVX-512 BF16 but no AMX, oneDNN's bfloat16 3D convolutions measured 1.3-1.8×
   *slower* than float32 (2-core Xeon, PyTorch 2.13; ``benchmarks/inference.py --precision bf16`` shows it

@@ -18,15 +18,13 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 
-from brainbundles.bundle.verify import config_files
 from brainbundles.bundle.weights import ChecksumError, UnsafeFileError
 from brainbundles.data.cases import read_datalist
 from brainbundles.data.checks import InputError
 from brainbundles.fileio import write_json_atomic
+from brainbundles.paths import BUNDLE_NAMES, LESION_TASKS, bundles_dir, config_files, is_bundle
 
 __all__ = [
-    "BUNDLE_NAMES",
-    "bundles_dir",
     "resolve_bundle",
     "find_bundle",
     "copy_bundle",
@@ -42,26 +40,6 @@ __all__ = [
 
 logger = logging.getLogger("brainbundles")
 
-BUNDLE_NAMES = {
-    "tissue": "brain_tissue_mri_segmentation",
-    "brats": "brain_tumour_mri_segmentation",
-    "wmh": "wmh_mri_segmentation",
-    "ms": "ms_lesion_mri_segmentation",
-}
-#: tasks scored with lesion metrics rather than Dice per class: the metrics a demo reports for each
-#: (WMH: the challenge's five; MS: Dice, lesion TPR (LTPR) and PPV (LPPV), lesion F1, volume difference)
-LESION_TASKS = {
-    "wmh": ("dice", "hd95", "avd", "lesion_recall", "lesion_f1"),
-    "ms": ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "avd"),
-}
-
-
-def bundles_dir() -> Path:
-    """The folder holding the bundles: ``$BRAINBUNDLES_BUNDLES`` or the repository's ``bundles/``."""
-    env = os.environ.get("BRAINBUNDLES_BUNDLES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "bundles"
-
-
 def resolve_bundle(bundle: str | os.PathLike) -> Path:
     """A bundle folder from a path, a bundle name in ``bundles/``, or a task name (``tissue``)."""
     p = Path(bundle).expanduser()
@@ -70,10 +48,11 @@ def resolve_bundle(bundle: str | os.PathLike) -> Path:
     else:
         name = BUNDLE_NAMES.get(str(bundle), str(bundle))
         root = bundles_dir() / name
-    if not (root / "configs" / "common.json").is_file():
+    if not is_bundle(root):
         known = ", ".join(sorted(BUNDLE_NAMES.values()))
         raise ValueError(
-            f"bundle: {bundle} is neither a bundle folder (configs/common.json) nor a known bundle ({known})"
+            f"bundle: {bundle} is neither a bundle folder (configs/metadata.json and configs/inference.json) "
+            f"nor a known bundle ({known})"
         )
     return root.resolve()
 
@@ -90,7 +69,7 @@ def find_bundle(bundle: str | os.PathLike, sha256: str | None = None, trust: boo
         return resolve_bundle(bundle)
     name = BUNDLE_NAMES.get(str(bundle), str(bundle))
     local = bundles_dir() / name
-    if (local / "configs" / "common.json").is_file():
+    if is_bundle(local):
         try:
             find_weights(local / "models", folds=True)
             return resolve_bundle(local)
@@ -108,7 +87,8 @@ def copy_bundle(
     src: str | os.PathLike, dst: str | os.PathLike, overrides: Mapping[str, object] | None = None
 ) -> Path:
     """Copy a bundle's files (not its data, weights or outputs) to ``dst`` and write ``overrides``
-    (``{"id#sub": value}``) into the copy's ``configs/common.json``, so the copy is self-consistent.
+    (``{"id#sub": value}``) into each of the copy's ``configs/train.json`` and ``configs/inference.json``
+    that has the id, so the copy is self-consistent. An id neither has is refused (``ValueError``).
     ``large_files.yml`` is not copied: it lists the checksums of the source's weights, which stay behind."""
     src, dst = resolve_bundle(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -120,11 +100,19 @@ def copy_bundle(
             shutil.copy2(s, dst / item)
     (dst / "models").mkdir(exist_ok=True)
     if overrides:
-        common = dst / "configs" / "common.json"
-        parser = ConfigParser(json.loads(common.read_text()))
+        parsers = {}
+        for name in ("train.json", "inference.json"):
+            path = dst / "configs" / name
+            if path.is_file():
+                parsers[path] = ConfigParser(json.loads(path.read_text()))
         for k, v in overrides.items():
-            parser[k] = v
-        write_json_atomic(parser.get(), common)
+            owners = [p for p in parsers.values() if k.split("#")[0] in p.config]
+            if not owners:
+                raise ValueError(f"override {k}: no such id in {src / 'configs'}/train.json or inference.json")
+            for parser in owners:
+                parser[k] = v
+        for path, parser in parsers.items():
+            write_json_atomic(parser.get(), path)
     return dst
 
 
@@ -552,7 +540,7 @@ def run_demo(
     t_train = time.perf_counter()
     run_inference(bundle, output_dir=out / "predictions", datalist=data / "datalist.json")
     t_infer = time.perf_counter()
-    parser = ConfigParser(json.loads((bundle / "configs" / "common.json").read_text()))
+    parser = ConfigParser(json.loads((bundle / "configs" / "inference.json").read_text()))
     channels = parser["channels"]
     items = inference_items(None, data / "datalist.json", data, channels, section="testing")
     scores = _evaluate(task, items, out / "predictions", out / "evaluation", parser)

@@ -28,10 +28,10 @@ from urllib.parse import quote
 
 from brainbundles.bundle.package import check_archive, extract_archive
 from brainbundles.fileio import write_json_atomic
+from brainbundles.paths import index_file
 
 __all__ = [
     "SOURCE_FILE",
-    "index_path",
     "read_index",
     "lookup",
     "source_url",
@@ -47,17 +47,9 @@ SOURCE_FILE = ".brainbundles-source.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def index_path() -> Path:
-    """The index of published bundles: ``$BRAINBUNDLES_INDEX`` or ``bundles/model_info.json``."""
-    from brainbundles.workflows import bundles_dir
-
-    env = os.environ.get("BRAINBUNDLES_INDEX")
-    return Path(env) if env else bundles_dir() / "model_info.json"
-
-
 def read_index(path: str | os.PathLike | None = None) -> dict[str, dict]:
     """The index's entries, each checked to have a source and a sha256."""
-    path = Path(path) if path is not None else index_path()
+    path = Path(path) if path is not None else index_file()
     if not path.is_file():
         return {}
     try:
@@ -277,7 +269,7 @@ def publish_bundle(
         raise ValueError(f"{zip_path}: the bundle in it was not exported (no files_sha256)")
     key = f"{name}_v{meta['version']}"
     entry = {"source": source_url(source), "checksum": sha256_file(zip_path)}
-    path = Path(index) if index is not None else index_path()
+    path = Path(index) if index is not None else index_file()
     entries = read_index(path)
     if key in entries and entries[key] != entry:
         raise ValueError(

@@ -16,6 +16,8 @@ from pathlib import Path
 from monai.bundle import ConfigParser
 from monai.bundle.reference_resolver import ReferenceResolver
 
+from brainbundles.paths import META_SCHEMA, WORKFLOWS, bundles_dir, config_files
+
 __all__ = [
     "META_SCHEMA",
     "config_files",
@@ -30,26 +32,6 @@ __all__ = [
     "verify_ensemble",
     "verify_bundle",
 ]
-
-META_SCHEMA = Path(__file__).with_name("meta_schema.json")
-
-#: the workflows of a bundle: their config files (merged in order) and the id the runner runs
-WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
-    "training": (("common.json", "train.json"), "training"),
-    "evaluate": (("common.json", "train.json", "evaluate.json"), "evaluating"),
-    "multi_gpu": (("common.json", "train.json", "multi_gpu_train.json"), "training"),
-    "inference": (("common.json", "inference.json"), "inference"),
-    # optional (a bundle without the file has no such workflow): Havaei's second training phase
-    "train_phase2": (("common.json", "train.json", "train_phase2.json"), "training"),
-}
-
-
-def config_files(bundle_root: str | os.PathLike, workflow: str) -> list[str]:
-    """The config files, in merge order, of one of the bundle's workflows."""
-    if workflow not in WORKFLOWS:
-        raise ValueError(f"workflow: one of {sorted(WORKFLOWS)}, got {workflow!r}")
-    return [str(Path(bundle_root) / "configs" / f) for f in WORKFLOWS[workflow][0]]
-
 
 def verify_metadata(bundle_root: str | os.PathLike) -> None:
     """Validate ``configs/metadata.json`` against the model-zoo fields with MONAI's ``verify_metadata``
@@ -118,7 +100,7 @@ def verify_net_in_out(bundle_root: str | os.PathLike, **overrides) -> None:
     monai_verify(
         net_id="network_def",
         meta_file=str(root / "configs" / "metadata.json"),
-        config_file=str(root / "configs" / "common.json"),
+        config_file=str(root / "configs" / "inference.json"),
         device="cpu",
         bundle_root=str(root),
         **args,
@@ -216,8 +198,6 @@ def _known_code() -> set[str]:
     label conventions (names a config may set)."""
     from brainbundles import networks
     from brainbundles.data.labels import LABEL_CONVENTIONS
-    from brainbundles.workflows import bundles_dir
-
     known = {f"brainbundles.networks.{n}" for n in networks.__all__} | set(LABEL_CONVENTIONS)
     for b in sorted(bundles_dir().glob("*/configs")):
         for found in config_code(b.parent).values():
