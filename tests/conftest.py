@@ -29,7 +29,8 @@ def untrained_export() -> Callable[..., Path]:
     """``make(dest, task="tissue", overrides=TINY_TISSUE, export=True, **export_kwargs)``: a copy of a
     bundle at ``dest`` with random weights (no training) in ``models/model.safetensors``, exported
     (``export_bundle(root, **export_kwargs)``) unless ``export`` is false."""
-    from brainbundles.bundle.export import build_network, export_bundle
+    from brainbundles.bundle.configs import build_network
+    from brainbundles.bundle.export import export_bundle
     from brainbundles.bundle.weights import save_weights
     from brainbundles.workflows import copy_bundle
 
@@ -57,7 +58,8 @@ def multi_process_training() -> Callable[..., None]:
     broken pipeline fails both tries, and the first failure's per-process logs are kept as a warning."""
     import warnings
 
-    from brainbundles.workflows import TrainingProcessError, run_training
+    from brainbundles.errors import TrainingProcessError
+    from brainbundles.workflows import run_training
 
     def train(bundle: Path, data: Path, **overrides) -> None:
         import time

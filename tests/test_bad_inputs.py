@@ -191,7 +191,7 @@ def test_a_rerun_writes_only_missing_cases_and_cleans_up(tissue, tmp_path):
 
     import torch
 
-    from brainbundles.bundle.export import build_network
+    from brainbundles.bundle.configs import build_network
     from brainbundles.bundle.weights import save_weights
 
     retrained = Path(shutil.copytree(tissue.bundle, tmp_path / "retrained" / tissue.bundle.name))

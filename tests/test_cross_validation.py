@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainbundles.bundle.verify import parse_bundle
+from brainbundles.bundle.configs import parse_bundle
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.workflows import copy_bundle, run_cross_validation, run_inference
 

@@ -23,11 +23,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from brainbundles.bundle.configs import build_network
 from brainbundles.bundle.download import SOURCE_FILE, download_bundle
-from brainbundles.bundle.export import build_network, export_bundle, file_checksums
+from brainbundles.bundle.export import export_bundle, file_checksums
 from brainbundles.bundle.package import check_archive, package_bundle
 from brainbundles.bundle.verify import verify_bundle, verify_checksums
-from brainbundles.bundle.weights import UnsafeFileError, load_weights, save_weights
+from brainbundles.bundle.weights import load_weights, save_weights
+from brainbundles.errors import UnsafeFileError
 from brainbundles.handlers import LoadWeights
 from brainbundles.workflows import find_bundle
 

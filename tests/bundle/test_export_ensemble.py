@@ -15,17 +15,13 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from brainbundles.bundle.export import (
-    ENSEMBLE_COMBINATION,
-    LARGE_FILES,
-    build_network,
-    export_bundle,
-    file_checksums,
-)
+from brainbundles.bundle.configs import build_network
+from brainbundles.bundle.export import ENSEMBLE_COMBINATION, export_bundle, file_checksums
 from brainbundles.bundle.package import extract_archive, package_bundle
 from brainbundles.bundle.verify import verify_bundle, verify_ensemble
 from brainbundles.bundle.weights import load_weights, save_weights
 from brainbundles.fileio import sha256_file, write_json_atomic
+from brainbundles.paths import LARGE_FILES
 from brainbundles.workflows import copy_bundle
 
 NAME = "brain_tissue_mri_segmentation"

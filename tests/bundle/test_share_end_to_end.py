@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from brainbundles.bundle import download_bundle, export_bundle, package_bundle, verify_bundle
-from brainbundles.bundle.export import EXPORTED_FILE, build_network, example_input, next_version
+from brainbundles.bundle.configs import build_network, example_input
+from brainbundles.bundle.export import next_version
 from brainbundles.data.phantom import write_phantom_dataset
-from brainbundles.paths import BUNDLE_NAMES, bundles_dir
+from brainbundles.paths import BUNDLE_NAMES, EXPORTED_FILE, bundles_dir
 from brainbundles.workflows import copy_bundle, run_inference, run_training
 
 NAME = "brain_tissue_mri_segmentation"
@@ -86,7 +87,9 @@ def test_train_export_package_serve_download_verify_infer(tmp_path, cache, serve
     assert meta["training_data"]["spacing_mm"]["median"] == [1.5, 1.5, 1.5]
     assert meta["exported_model"]["input_shape"] == ["batch", 1, 32, 32, 32]
     assert meta["exported_model"]["max_relative_difference"] <= 1e-4
-    assert {"models/model.safetensors", EXPORTED_FILE, "configs/inference.json", "configs/train.json"} <= set(meta["files_sha256"])
+    assert {"models/model.safetensors", EXPORTED_FILE, "configs/inference.json", "configs/train.json"} <= set(
+        meta["files_sha256"]
+    )
     assert not any(f.endswith(".pt") for f in meta["files_sha256"])  # no pickle is shared
 
     zip_path, sha = package_bundle(bundle, folder / f"{NAME}_v0.1.1.zip")

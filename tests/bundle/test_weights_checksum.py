@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from brainbundles.bundle.export import large_files_text
-from brainbundles.bundle.weights import ChecksumError, check_listed_checksum, save_weights
+from brainbundles.bundle.weights import check_listed_checksum, save_weights
+from brainbundles.errors import ChecksumError
 from brainbundles.handlers import LoadWeights
 from brainbundles.workflows import run_inference
 

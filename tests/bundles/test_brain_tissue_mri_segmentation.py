@@ -17,22 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from brainbundles.bundle.verify import (
-    config_files,
-    parse_bundle,
-    verify_configs,
-    verify_metadata,
-    verify_net_in_out,
-)
+from brainbundles.bundle.configs import parse_bundle
+from brainbundles.bundle.verify import verify_configs, verify_metadata, verify_net_in_out
 from brainbundles.data.checks import InputError
 from brainbundles.data.phantom import write_phantom_dataset
-from brainbundles.workflows import (
-    TrainingProcessError,
-    copy_bundle,
-    resolve_bundle,
-    run_inference,
-    run_training,
-)
+from brainbundles.errors import TrainingProcessError
+from brainbundles.paths import config_files
+from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference, run_training
 
 BUNDLE = resolve_bundle("brain_tissue_mri_segmentation")
 TINY = {

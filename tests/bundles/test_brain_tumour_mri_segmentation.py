@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from brainbundles.bundle.verify import config_files, verify_configs, verify_metadata, verify_net_in_out
+from brainbundles.bundle.verify import verify_configs, verify_metadata, verify_net_in_out
 from brainbundles.data.checks import InputError
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.networks import output_layer_parameters
+from brainbundles.paths import config_files
 from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference, run_training
 
 BUNDLE = resolve_bundle("brain_tumour_mri_segmentation")

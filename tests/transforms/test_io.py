@@ -13,13 +13,8 @@ import pytest
 import torch
 from nibabel.orientations import aff2axcodes, axcodes2ornt
 
-from brainbundles.fileio import atomic_write
-from brainbundles.transforms.io import (
-    SaveSegmentationd,
-    collect_volumes,
-    label_volumes_ml,
-    save_like,
-)
+from brainbundles.fileio import atomic_write, save_like
+from brainbundles.transforms.io import SaveSegmentationd, collect_volumes, label_volumes_ml
 
 SHAPE = (6, 7, 5)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -309,7 +304,7 @@ def test_save_segmentationd_wrong_shape_writes_nothing(tmp_path):
 def test_save_segmentationd_failing_late_removes_what_it_wrote(tmp_path, monkeypatch):
     """The overlay fails after the label map was written: the case's files go, and the error names
     the scan; the record (written last) never appears, so a rerun computes the case again."""
-    import brainbundles.visualize
+    import brainbundles.transforms.io
 
     pred, ref, _ = _pred_and_ref(tmp_path)
     out_dir = tmp_path / "out"
@@ -317,7 +312,7 @@ def test_save_segmentationd_failing_late_removes_what_it_wrote(tmp_path, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("cannot draw")
 
-    monkeypatch.setattr(brainbundles.visualize, "save_overlay_png", broken)
+    monkeypatch.setattr(brainbundles.transforms.io, "save_overlay_png", broken)
     with pytest.raises(RuntimeError, match="cannot draw") as info:
         SaveSegmentationd(output_dir=out_dir, label_names=NAMES)(
             {"pred": pred, "reference": ref, "case": "c1"}

@@ -10,7 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "json_text", "write_text_atomic", "write_json_atomic", "sha256_file"]
+import nibabel as nib
+import numpy as np
+
+__all__ = ["atomic_write", "json_text", "write_text_atomic", "write_json_atomic", "sha256_file", "save_like"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -64,3 +67,39 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def save_like(
+    array: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike, dtype=np.uint8
+) -> Path:
+    """Write ``array`` as NIfTI at ``path`` on the grid of ``reference`` (same shape, affine, qform/sform).
+
+    Raises ``ValueError`` naming the reference when the array's shape is not the reference's.
+    """
+    ref = nib.load(str(reference))
+    shape = tuple(ref.shape[:3])
+    array = np.asarray(array)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if tuple(array.shape) != shape:
+        raise ValueError(
+            f"{reference}: result shape {tuple(array.shape)} differs from the scan's shape {shape}"
+        )
+    data = np.ascontiguousarray(array.astype(dtype))
+    # a 3D scan stored as 4D with a trailing axis of 1 (IBSR18): the output keeps that exact shape
+    trailing_one = len(ref.shape) == 4 and ref.shape[3] == 1
+    if trailing_one:
+        data = data[..., None]
+    if isinstance(ref, nib.Nifti1Pair) and (len(ref.shape) == 3 or trailing_one):  # NIfTI-1/2, file or pair
+        cls = nib.Nifti2Image if isinstance(ref, nib.Nifti2Pair) else nib.Nifti1Image
+        img = cls(data, ref.affine, header=ref.header.copy())
+        img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
+        img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
+    else:  # Analyze, or a 4D multi-channel reference: keep the affine
+        img = nib.Nifti1Image(data, ref.affine)
+        img.set_qform(ref.affine, code=1)
+        img.set_sform(ref.affine, code=1)
+    img.set_data_dtype(dtype)
+    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+    img.header["cal_min"], img.header["cal_max"] = 0, 0
+    return atomic_write(path, lambda tmp: nib.save(img, tmp))

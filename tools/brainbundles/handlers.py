@@ -12,8 +12,9 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from brainbundles.bundle.weights import check_listed_checksum, find_weights, load_weights, save_weights
+from brainbundles.bundle.weights import load_bundle_weights, load_weights, save_weights
 from brainbundles.fileio import atomic_write, write_json_atomic
+from brainbundles.transforms.io import collect_volumes
 
 __all__ = ["CaseProgress", "TrainingCheckpoint", "LoadWeights"]
 
@@ -143,10 +144,7 @@ class LoadWeights:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:
-        path = find_weights(self.ckpt_dir, folds=True)
-        check_listed_checksum(path)
-        self.network.load_state_dict(load_weights(path))
-        logger.info("loaded the weights in %s", path)
+        load_bundle_weights(self.ckpt_dir, self.network)
 
 
 class CaseProgress:
@@ -166,7 +164,6 @@ class CaseProgress:
         self._since = time.perf_counter()
 
     def __call__(self, engine: Engine) -> None:
-        from brainbundles.transforms.io import collect_volumes
 
         batch = engine.state.batch
         items = batch if isinstance(batch, list) else [batch]

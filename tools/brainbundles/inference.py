@@ -32,8 +32,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
+from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, sliding_window_inference
 from monai.utils import convert_to_dst_type
+
+from brainbundles.bundle.weights import check_listed_checksum, fold_weights, load_weights
 
 __all__ = [
     "PRECISIONS",
@@ -183,7 +186,6 @@ class FastInferer(Inferer):
 
 def ensemble_members(ckpt_dir: str | os.PathLike) -> list[Path]:
     """The members of a bundle's fold ensemble: :func:`brainbundles.bundle.weights.fold_weights`."""
-    from brainbundles.bundle.weights import fold_weights
 
     return fold_weights(ckpt_dir)
 
@@ -228,8 +230,6 @@ class EnsembleInferer(Inferer):
 
     def _member_states(self) -> list[dict]:
         if self._states is None:
-            from brainbundles.bundle.weights import check_listed_checksum, load_weights
-
             for m in self.members:
                 check_listed_checksum(m)
             self._states = [load_weights(m) for m in self.members]
@@ -282,7 +282,6 @@ class Prefetch:
 
     def attach(self, engine) -> None:
         """Load each next item once ``engine``'s network has run on the current one."""
-        from monai.engines.utils import IterationEvents
 
         self._gate = threading.Event()
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda _: self._gate.set())

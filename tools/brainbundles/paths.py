@@ -20,6 +20,15 @@ __all__ = [
     "index_file",
     "config_files",
     "is_bundle",
+    "WEIGHT_FILES",
+    "PICKLE_SUFFIXES",
+    "WEIGHTS_FILE",
+    "EXPORTED_FILE",
+    "FINGERPRINT_FILE",
+    "LARGE_FILES",
+    "SHARED_FILES",
+    "SHARED_DIRS",
+    "bundle_files",
 ]
 
 #: task name -> bundle folder name
@@ -45,6 +54,21 @@ WORKFLOWS: dict[str, tuple[tuple[str, ...], str]] = {
     # optional (a bundle without the file has no such workflow): Havaei's second training phase
     "train_phase2": (("train.json", "train_phase2.json"), "training"),
 }
+#: the files a bundle's trained weights may be in (under ``models/``), in the order they are looked for
+WEIGHT_FILES = ("model.safetensors", "model.pt")
+#: file names that hold pickles (checked with ``bundle.weights.load_weights`` before anything uses them)
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+#: a shared bundle's weights and exported program (``torch.export``)
+WEIGHTS_FILE = "models/model.safetensors"
+EXPORTED_FILE = "models/model.pt2"
+#: written by training (``TrainingCheckpoint(training_data=...)``), read by export
+FINGERPRINT_FILE = "models/training_data.json"
+#: MONAI's list of a bundle's large files (``monai.bundle download_large_files``), written by export
+LARGE_FILES = "large_files.yml"
+#: what a shared bundle holds: these top-level files, and everything under these folders except
+#: pickles (``models/model.pt``, ``models/last.pt``): never the data, outputs or logs of a local run
+SHARED_FILES = ("LICENSE", "README.md", LARGE_FILES)
+SHARED_DIRS = ("configs", "docs", "models")
 #: the model zoo's metadata schema (a copy, so nothing is downloaded)
 META_SCHEMA = Path(str(files("brainbundles.bundle") / "meta_schema.json"))
 
@@ -78,3 +102,17 @@ def is_bundle(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` looks like a bundle: it has ``configs/metadata.json`` and ``configs/inference.json``."""
     configs = Path(folder) / "configs"
     return (configs / "metadata.json").is_file() and (configs / "inference.json").is_file()
+
+
+def bundle_files(bundle_root: str | os.PathLike) -> list[str]:
+    """The files of a bundle that are shared (packaged and checksummed), as sorted POSIX paths
+    relative to ``bundle_root``; hidden files and pickles are left out."""
+    root = Path(bundle_root)
+    out = [name for name in SHARED_FILES if (root / name).is_file()]
+    for d in SHARED_DIRS:
+        for p in (root / d).rglob("*"):
+            rel = p.relative_to(root)
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+                if p.suffix not in PICKLE_SUFFIXES and "__pycache__" not in rel.parts:
+                    out.append(rel.as_posix())
+    return sorted(out)

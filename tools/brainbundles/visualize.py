@@ -9,6 +9,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from nibabel.spatialimages import SpatialImage
 
 from brainbundles.fileio import atomic_write
@@ -70,13 +73,6 @@ def save_overlay_png(
     between coronal slices) keep the scan's true proportions. A legend names each class with its colour
     and, from ``volumes_ml`` (``{name: mL}``, as :func:`brainbundles.transforms.io.label_volumes_ml`
     gives), its volume. Written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
     img, zoom = _canonical(image)
     img = img.astype(np.float32)
     full_shape = img.shape
@@ -115,9 +111,9 @@ def save_overlay_png(
     ]
     widths = [v[3][1] for v in views]
     height = max(v[3][3] for v in views)
-    fig, axes = plt.subplots(
-        1, 3, figsize=(12, 12 * height / sum(widths) + 1.4), gridspec_kw={"width_ratios": widths}
-    )
+    # a Figure without pyplot: no global state or GUI backend, safe in the prefetching thread
+    fig = Figure(figsize=(12, 12 * height / sum(widths) + 1.4))
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": widths})
     for ax, (name, im, lb, extent, sides) in zip(axes, views, strict=True):
         ax.imshow(im, cmap="gray", origin="lower", vmin=0, vmax=hi, extent=extent, interpolation="nearest")
         ax.imshow(
@@ -156,7 +152,4 @@ def save_overlay_png(
         title = "" if isinstance(image, SpatialImage) else Path(str(image)).name
     fig.suptitle(f"{title}  ({shape} voxels of {voxel} mm, RAS)".strip(), fontsize=10)
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95))
-    try:
-        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    finally:
-        plt.close(fig)
+    return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=80))

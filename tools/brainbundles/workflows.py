@@ -16,12 +16,22 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from monai.bundle import ConfigParser
+from monai.bundle import ConfigParser, run
 
-from brainbundles.bundle.weights import ChecksumError, UnsafeFileError
-from brainbundles.data.cases import read_datalist
-from brainbundles.data.checks import InputError
+from brainbundles.bundle.download import download_bundle, lookup
+from brainbundles.bundle.weights import check_listed_checksum, find_weights, fold_weights
+from brainbundles.data.cases import inference_items, read_datalist
+from brainbundles.data.phantom import write_phantom_dataset
+from brainbundles.data.sequences import split_named_input
+from brainbundles.errors import ChecksumError, InputError, TrainingProcessError, UnsafeFileError
 from brainbundles.fileio import write_json_atomic
+from brainbundles.metrics import (
+    evaluate_brats_items,
+    evaluate_items,
+    evaluate_lesion_items,
+    summarize,
+    write_report,
+)
 from brainbundles.paths import BUNDLE_NAMES, LESION_TASKS, bundles_dir, config_files, is_bundle
 
 __all__ = [
@@ -39,6 +49,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("brainbundles")
+
 
 def resolve_bundle(bundle: str | os.PathLike) -> Path:
     """A bundle folder from a path, a bundle name in ``bundles/``, or a task name (``tissue``)."""
@@ -62,8 +73,6 @@ def find_bundle(bundle: str | os.PathLike, sha256: str | None = None, trust: boo
     weights; a published bundle of the index (``bundles/model_info.json``); or a download source (URL,
     ``github:``, ``hf:``, a zip). Anything not on disk is downloaded, or taken from the cache, and
     verified first (:func:`brainbundles.bundle.download.download_bundle`)."""
-    from brainbundles.bundle.download import download_bundle, lookup
-    from brainbundles.bundle.weights import find_weights
 
     if Path(bundle).expanduser().is_dir():
         return resolve_bundle(bundle)
@@ -108,7 +117,9 @@ def copy_bundle(
         for k, v in overrides.items():
             owners = [p for p in parsers.values() if k.split("#")[0] in p.config]
             if not owners:
-                raise ValueError(f"override {k}: no such id in {src / 'configs'}/train.json or inference.json")
+                raise ValueError(
+                    f"override {k}: no such id in {src / 'configs'}/train.json or inference.json"
+                )
             for parser in owners:
                 parser[k] = v
         for path, parser in parsers.items():
@@ -234,7 +245,6 @@ def run_cross_validation(
     out of that metric and counted in ``n_nan``), which is also returned: ``{"per_fold": {fold: {class:
     {metric: mean}}}, "summary": {class: {metric: {"mean", "sd", "n", "n_nan"}}}}``.
     """
-    from brainbundles.metrics import summarize, write_report
 
     root = resolve_bundle(bundle)
     if int(folds) < 2:
@@ -273,15 +283,6 @@ def run_cross_validation(
     return result
 
 
-class TrainingProcessError(subprocess.CalledProcessError):
-    """A `torchrun` training that failed; the message ends with each process's last log lines (which
-    `torchrun` keeps under the bundle's ``eval/logs/torchrun``), so the failing rank's error is not lost in
-    the interleaved console output."""
-
-    def __str__(self) -> str:
-        return super().__str__() + ("\n" + self.stderr if self.stderr else "")
-
-
 def _process_log_tails(log_dir: Path, since: float, lines: int = 30) -> str:
     """The last ``lines`` lines of every per-process log `torchrun` wrote under ``log_dir`` after
     ``since`` (epoch seconds)."""
@@ -295,7 +296,6 @@ def _process_log_tails(log_dir: Path, since: float, lines: int = 30) -> str:
 
 def _absolute(inp: str | os.PathLike) -> str:
     """An input made absolute; in ``NAME=path`` (a file named with its sequence) only the path part."""
-    from brainbundles.data.sequences import split_named_input
 
     name, path = split_named_input(inp)
     absolute = os.path.abspath(Path(path).expanduser())  # not resolve(): a link loop is the checks' to report
@@ -317,9 +317,6 @@ def run_inference(
     download is verified first; ``sha256`` and ``trust`` are for a URL). Bad cases are reported and
     skipped, the good ones written; then :class:`brainbundles.data.InputError` is raised if any case
     was bad. A missing bundle file (weights, Nyúl landmarks) raises ``FileNotFoundError`` naming it."""
-    from monai.bundle import run
-
-    from brainbundles.bundle.weights import check_listed_checksum, find_weights, fold_weights
 
     out = Path(output_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -476,7 +473,6 @@ def _evaluate(task: str, items: list[dict], pred_dir: Path, out_dir: Path, parse
     """Score a demo's predictions with the task's own metrics, as means over the cases: Dice per class
     (tumour: per region), keyed by class or region name; for a lesion task the metrics
     :data:`LESION_TASKS` names, of the lesion class (label 1)."""
-    from brainbundles.metrics import evaluate_brats_items, evaluate_items, evaluate_lesion_items
 
     if task == "brats":
         report = evaluate_brats_items(items, pred_dir, out_dir, pred_convention=parser["output_convention"])
@@ -525,8 +521,6 @@ def run_demo(
     ``missing_sequences``, the held-out cases are also segmented with each sequence left out
     (``scores_without``).
     """
-    from brainbundles.data.cases import inference_items
-    from brainbundles.data.phantom import write_phantom_dataset
 
     if task not in DEMO_PROFILES:
         raise ValueError(f"task: one of {sorted(DEMO_PROFILES)}, got {task!r}")

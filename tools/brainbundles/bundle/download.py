@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,11 +24,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
 from brainbundles.bundle.package import check_archive, extract_archive
-from brainbundles.fileio import write_json_atomic
+from brainbundles.bundle.verify import verify_bundle
+from brainbundles.fileio import sha256_file, write_json_atomic
 from brainbundles.paths import index_file
 
 __all__ = [
@@ -119,7 +122,6 @@ def _fetch(url: str, dest: Path, expected: str | None, timeout: float = 60.0) ->
     sha256. A ``dest`` already there (a download that was cut off) is resumed with an HTTP range
     request, or started again where the server does not do ranges. An interrupted download is kept
     for the next try when ``expected`` is known; on a mismatch with ``expected`` it is removed."""
-    import hashlib
 
     digest, done, last = hashlib.sha256(), 0, 0.0
     if dest.is_file():
@@ -186,7 +188,6 @@ def download_bundle(
     ``source`` is a published bundle's name (its URL and sha256 come from the index) or any source form
     (module docstring), for which ``sha256`` must be given, unless ``trust``. ``trust`` also lets a
     bundle's configs hold code that brainbundles' own bundles do not."""
-    from brainbundles.bundle.verify import verify_bundle
 
     if sha256 is not None:
         sha256 = sha256.strip().lower()
@@ -257,9 +258,6 @@ def publish_bundle(
     """Add a packaged bundle to the index: ``<name>_v<version>`` -> its download URL (``source``, any
     source form) and sha256. The upload itself is the publisher's (``brainbundles publish`` prints the
     commands). Returns the key and the entry."""
-    import zipfile
-
-    from brainbundles.fileio import sha256_file
 
     zip_path = Path(zip_path)
     name = check_archive(zip_path)

@@ -15,45 +15,36 @@ exported in its folder (``models/fold_<k>/model.safetensors`` and ``model.pt2``)
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import logging
 import os
 import re
 import statistics
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import nibabel as nib
 import torch
+import yaml
 
-from brainbundles.bundle.verify import parse_bundle
-from brainbundles.bundle.weights import (
-    PICKLE_SUFFIXES,
+from brainbundles.bundle.configs import build_network, example_input
+from brainbundles.bundle.program import compare_exported, export_network
+from brainbundles.bundle.weights import find_weights, fold_weights, load_weights, save_weights
+from brainbundles.fileio import sha256_file, write_json_atomic, write_text_atomic
+from brainbundles.paths import (
+    EXPORTED_FILE,
+    FINGERPRINT_FILE,
+    LARGE_FILES,
     WEIGHT_FILES,
-    UnsafeFileError,
-    find_weights,
-    fold_weights,
-    load_weights,
-    save_weights,
+    WEIGHTS_FILE,
+    bundle_files,
 )
-from brainbundles.fileio import atomic_write, sha256_file, write_json_atomic, write_text_atomic
 
 __all__ = [
-    "WEIGHTS_FILE",
-    "EXPORTED_FILE",
-    "FINGERPRINT_FILE",
-    "LARGE_FILES",
     "ENSEMBLE_COMBINATION",
-    "bundle_files",
     "file_checksums",
     "training_fingerprint",
-    "build_network",
-    "example_input",
-    "export_network",
-    "check_exported_archive",
-    "load_exported",
-    "compare_exported",
     "next_version",
     "large_files_text",
     "export_bundle",
@@ -61,34 +52,8 @@ __all__ = [
 
 logger = logging.getLogger("brainbundles")
 
-WEIGHTS_FILE = "models/model.safetensors"
-EXPORTED_FILE = "models/model.pt2"
-#: written by training (``TrainingCheckpoint(training_data=...)``), read by export
-FINGERPRINT_FILE = "models/training_data.json"
-#: MONAI's list of a bundle's large files (``monai.bundle download_large_files``), written by export
-LARGE_FILES = "large_files.yml"
 #: how inference combines an ensemble's members (:class:`brainbundles.inference.EnsembleInferer`)
 ENSEMBLE_COMBINATION = "mean of the members' probabilities"
-#: what a shared bundle holds: these top-level files, and everything under these folders except
-#: pickles (``models/model.pt``, ``models/last.pt``): never the data, outputs or logs of a local run
-SHARED_FILES = ("LICENSE", "README.md", LARGE_FILES)
-SHARED_DIRS = ("configs", "docs", "models")
-#: how far the exported program's output may be from the eager network's, relative to its range
-EXPORT_TOLERANCE = 1e-4
-
-
-def bundle_files(bundle_root: str | os.PathLike) -> list[str]:
-    """The files of a bundle that are shared (packaged and checksummed), as sorted POSIX paths
-    relative to ``bundle_root``; hidden files and pickles are left out."""
-    root = Path(bundle_root)
-    out = [name for name in SHARED_FILES if (root / name).is_file()]
-    for d in SHARED_DIRS:
-        for p in (root / d).rglob("*"):
-            rel = p.relative_to(root)
-            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-                if p.suffix not in PICKLE_SUFFIXES and "__pycache__" not in rel.parts:
-                    out.append(rel.as_posix())
-    return sorted(out)
 
 
 def file_checksums(bundle_root: str | os.PathLike) -> dict[str, str]:
@@ -113,10 +78,6 @@ def training_fingerprint(
     training cases' files by content (each case's id and the sha256 of its image and label files, so the
     same data anywhere gives the same value) and one over the validation cases', channels, label
     conventions, orientations, and the min / median / max voxel spacing (mm) and shape (from the headers)."""
-    import hashlib
-
-    import nibabel as nib
-
     spacings, shapes, orientations = [], [], set()
     for item in list(train_items) + list(val_items):
         first = item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"]
@@ -154,164 +115,6 @@ def training_fingerprint(
     }
 
 
-def build_network(bundle_root: str | os.PathLike, weights: bool = True) -> torch.nn.Module:
-    """The bundle's ``network_def`` on the CPU in eval mode, with its trained weights."""
-    root = Path(bundle_root)
-    net = parse_bundle(root, "inference").get_parsed_content("network_def")
-    if weights:
-        net.load_state_dict(load_weights(find_weights(root / "models")))
-    return net.eval()
-
-
-def example_input(bundle_root: str | os.PathLike, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    """A random network input of the bundle's patch (sliding-window) size: ``[batch, C, *patch]``; ``C`` is
-    the config's ``in_channels`` where it has one (a bundle that adds channels, e.g. spatial features), else
-    the number of ``channels``."""
-    parser = parse_bundle(bundle_root, "inference")
-    key = "in_channels" if "in_channels" in parser else "channels"
-    channels = parser.get_parsed_content(key) if key == "in_channels" else len(parser.get_parsed_content(key))
-    patch = [int(s) for s in parser.get_parsed_content("patch_size")]
-    return torch.randn((batch, channels, *patch), generator=torch.Generator().manual_seed(seed))
-
-
-def export_network(network: torch.nn.Module, example: torch.Tensor, path: str | os.PathLike) -> dict:
-    """``torch.export`` the network for inputs shaped like ``example`` (any batch size where the
-    network allows, else ``example``'s) and save the program to ``path`` atomically."""
-    network = network.eval()
-    with torch.no_grad():
-        try:
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            pair = torch.cat([example[:1], example[:1]])  # export specialises a dimension of size 1
-            program = torch.export.export(network, (pair,), dynamic_shapes=({0: batch},))
-            dynamic = True
-        except Exception:  # noqa: BLE001 - some networks specialise on the batch size
-            program = torch.export.export(network, (example,))
-            dynamic = False
-    program._example_inputs = None  # not shared: megabytes of random numbers
-    buffer = io.BytesIO()  # saved from memory: the archive's folder is "archive", not the temporary name
-    torch.export.save(program, buffer)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-    shape = ["batch" if dynamic else example.shape[0], *example.shape[1:]]
-    return {"file": Path(path).name, "format": "torch.export", "input_shape": shape, "dtype": "float32"}
-
-
-#: members a torch.export archive written by :func:`export_network` holds
-_PT2_MEMBER = re.compile(
-    r"[^/]+/(archive_format|archive_version|byteorder|version|\.data/[^/]+|models/[^/]+\.json"
-    r"|data/weights/(weight_\d+|[^/]+_weights_config\.json)|data/constants/[^/]+_constants_config\.json"
-    r"|data/sample_inputs/[^/]+\.pt)"
-)
-#: graph nodes may call only ATen operators and these arithmetic functions (on symbolic sizes)
-_PT2_TARGET = re.compile(
-    r"torch\.ops\.aten\.\w+\.\w+|_operator\.(add|sub|mul|floordiv|truediv|mod|neg|getitem)"
-)
-#: names a symbolic size expression may use (torch parses them with sympy, which evaluates them)
-_PT2_EXPR_NAMES = {"Symbol", "Integer", "Add", "Mul", "Pow", "FloorDiv", "Max", "Min", "Mod"}
-_PT2_EXPR_NAMES |= {"positive", "integer", "True", "False"}
-
-
-def _plain_expression(expr: str) -> bool:
-    rest = re.sub(r"'s\d+'", "", expr)
-    names = re.findall(r"[A-Za-z_]\w*", rest)
-    return bool(re.fullmatch(r"[\w\s(),=+\-*/]*", rest)) and all(
-        n in _PT2_EXPR_NAMES or re.fullmatch(r"s\d+", n) for n in names
-    )
-
-
-def _graph_strings(value, key: str | None = None):
-    """(key, string) pairs of a serialised graph, keys of range constraints included."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if key == "range_constraints":
-                yield "expr_str", k
-            yield from _graph_strings(v, k)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _graph_strings(v, key)
-    elif isinstance(value, str):
-        yield key, value
-
-
-def check_exported_archive(path: str | os.PathLike) -> None:
-    """Refuse a ``.pt2`` archive with anything ``torch.export.load`` could run: members other than
-    the graph, raw weights and configs; a pickle (sample inputs) holding more than tensors; pickled
-    weights or constants; a graph node calling anything but ATen operators and arithmetic; a symbolic
-    size that is not plain arithmetic (torch evaluates it with sympy). Raises :class:`UnsafeFileError`."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as z:
-            for name in z.namelist():
-                refuse = f"{path}: refused: member {name!r} of the exported program"
-                if not _PT2_MEMBER.fullmatch(name):
-                    raise UnsafeFileError(f"{refuse} is not one torch.export writes for a network")
-                if name.endswith("_config.json") and '"use_pickle": true' in z.read(name).decode():
-                    raise UnsafeFileError(f"{refuse} stores pickled tensors")
-                if name.endswith(".pt") and z.getinfo(name).file_size:  # empty: nothing torch unpickles
-                    try:
-                        torch.load(io.BytesIO(z.read(name)), weights_only=True)
-                    except Exception as e:  # noqa: BLE001 - whatever it is, torch would unpickle it unsafely
-                        raise UnsafeFileError(
-                            f"{refuse} is a pickle that holds more than tensors ({e})"
-                        ) from None
-                if "/models/" in name:
-                    for key, value in _graph_strings(json.loads(z.read(name))):
-                        if key == "target" and not _PT2_TARGET.fullmatch(value):
-                            raise UnsafeFileError(f"{refuse} calls {value!r}")
-                        if key == "expr_str" and not _plain_expression(value):
-                            raise UnsafeFileError(
-                                f"{refuse} has a size expression that is code: {value[:80]!r}"
-                            )
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"{path}: not a torch.export archive ({e})") from None
-
-
-def load_exported(path: str | os.PathLike) -> torch.nn.Module:
-    """The module of a ``torch.export`` program written by :func:`export_network`, after checking that
-    :func:`check_exported_archive` passes. ``torch.export.load`` can still run code hidden in a file
-    in ways no check foresees: load only programs you made or trust."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: exported program not found")
-    check_exported_archive(path)
-    return torch.export.load(str(path)).module()
-
-
-def compare_exported(
-    bundle_root: str | os.PathLike,
-    network: torch.nn.Module | None = None,
-    info: Mapping | None = None,
-    path: str | os.PathLike | None = None,
-) -> float:
-    """Largest difference between the exported program's output and the eager network's (with the
-    bundle's weights) on random inputs (a batch of 1, and one of 2 if the program takes any batch
-    size, with a sequence missing in one sample), relative to the output range; ``ValueError`` above
-    :data:`EXPORT_TOLERANCE`. ``info`` is what :func:`export_network` returned (default: the
-    metadata's ``exported_model``); ``path`` the program (default ``models/model.pt2``)."""
-    root = Path(bundle_root)
-    if info is None:
-        info = json.loads((root / "configs" / "metadata.json").read_text()).get("exported_model") or {}
-    network = network if network is not None else build_network(root)
-    path = Path(path) if path is not None else root / EXPORTED_FILE
-    program = load_exported(path)
-    dynamic = info.get("input_shape", [1])[0] == "batch"
-    second = example_input(root, batch=2 if dynamic else 1, seed=2)
-    if second.shape[1] > 1:
-        second[0, 0] = 0  # a missing sequence, as the bundle fills it
-    worst = 0.0
-    with torch.no_grad():
-        for x in (example_input(root, batch=1, seed=1), second):
-            ref, out = network(x), program(x)
-            if out.shape != ref.shape:
-                raise ValueError(f"{path}: output shape {tuple(out.shape)}, eager {tuple(ref.shape)}")
-            worst = max(worst, float((out - ref).abs().max() / ref.abs().max().clamp(min=1.0)))
-    if not worst <= EXPORT_TOLERANCE:
-        raise ValueError(
-            f"{path}: differs from the eager network by {worst:.2e} (relative), "
-            f"more than {EXPORT_TOLERANCE:g}"
-        )
-    return worst
-
-
 def next_version(version: str) -> str:
     """The next patch version: ``0.1.0`` -> ``0.1.1``."""
     m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version)
@@ -342,8 +145,6 @@ def _large_file_urls(path: Path) -> dict[tuple[str, str], str]:
     """``{(path, sha256): url}`` of the filled-in addresses in an existing large-files list, so that export
     keeps them for files that did not change; empty where there is none or it does not parse."""
     try:
-        import yaml
-
         entries = yaml.safe_load(path.read_text())["large_files"]
         return {(str(e["path"]), str(e.get("hash_val"))): str(e["url"]) for e in entries if e.get("url")}
     except Exception:  # noqa: BLE001 - no list, or not one export wrote: nothing to keep

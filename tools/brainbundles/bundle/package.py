@@ -18,8 +18,10 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from brainbundles.bundle.weights import UnsafeFileError
+from brainbundles.bundle.verify import verify_checksums
+from brainbundles.errors import UnsafeFileError
 from brainbundles.fileio import atomic_write, sha256_file, write_text_atomic
+from brainbundles.paths import bundle_files
 
 __all__ = [
     "BUNDLE_NAME",
@@ -51,8 +53,6 @@ def package_bundle(
 
     ``name`` defaults to the bundle folder's name. The bundle must have been exported
     (``brainbundles export``) and be unchanged since: every file's sha256 must match the metadata's."""
-    from brainbundles.bundle.export import bundle_files
-    from brainbundles.bundle.verify import verify_checksums
 
     root = Path(bundle_root).resolve()
     name = name or root.name

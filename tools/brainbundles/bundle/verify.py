@@ -13,16 +13,21 @@ import os
 import re
 from pathlib import Path
 
-from monai.bundle import ConfigParser
+from monai.bundle import verify_metadata as monai_verify_metadata
+from monai.bundle import verify_net_in_out as monai_verify
 from monai.bundle.reference_resolver import ReferenceResolver
 
-from brainbundles.paths import META_SCHEMA, WORKFLOWS, bundles_dir, config_files
+from brainbundles import networks
+from brainbundles.bundle.configs import build_network, parse_bundle
+from brainbundles.bundle.program import check_exported_archive, compare_exported
+from brainbundles.bundle.weights import find_weights, fold_weights, load_weights
+from brainbundles.data.labels import LABEL_CONVENTIONS
+from brainbundles.errors import UnsafeFileError
+from brainbundles.fileio import sha256_file
+from brainbundles.paths import EXPORTED_FILE, META_SCHEMA, PICKLE_SUFFIXES, WORKFLOWS, bundles_dir
 
 __all__ = [
-    "META_SCHEMA",
-    "config_files",
     "verify_metadata",
-    "parse_bundle",
     "verify_configs",
     "verify_net_in_out",
     "verify_checksums",
@@ -33,26 +38,13 @@ __all__ = [
     "verify_bundle",
 ]
 
+
 def verify_metadata(bundle_root: str | os.PathLike) -> None:
     """Validate ``configs/metadata.json`` against the model-zoo fields with MONAI's ``verify_metadata``
     (the schema is the package's copy, so nothing is downloaded)."""
-    from monai.bundle import verify_metadata as monai_verify_metadata
-
     monai_verify_metadata(
         meta_file=str(Path(bundle_root) / "configs" / "metadata.json"), filepath=str(META_SCHEMA)
     )
-
-
-def parse_bundle(bundle_root: str | os.PathLike, workflow: str, **overrides) -> ConfigParser:
-    """A ``ConfigParser`` holding a workflow's merged configs and metadata, with ``bundle_root`` set."""
-    root = Path(bundle_root)
-    parser = ConfigParser()
-    parser.read_config(config_files(root, workflow))
-    parser.read_meta(str(root / "configs" / "metadata.json"))
-    parser["bundle_root"] = str(root)
-    for k, v in overrides.items():
-        parser[k] = v
-    return parser
 
 
 def _references(value, found: set[str]) -> None:
@@ -93,8 +85,6 @@ def verify_configs(bundle_root: str | os.PathLike) -> dict[str, list[str]]:
 
 def verify_net_in_out(bundle_root: str | os.PathLike, **overrides) -> None:
     """MONAI's ``verify_net_in_out`` on the bundle's network and metadata (on the CPU)."""
-    from monai.bundle import verify_net_in_out as monai_verify
-
     root = Path(bundle_root)
     args = {f"network_def#{k}": v for k, v in overrides.items()}
     monai_verify(
@@ -112,8 +102,6 @@ def verify_checksums(bundle_root: str | os.PathLike, strict: bool = False) -> in
     downloaded bundle), no other file is present either (hidden files aside). Returns the number of
     files checked; raises ``ValueError`` naming the first bad file. A bundle that was never exported
     has no checksums: 0."""
-    from brainbundles.fileio import sha256_file
-
     root = Path(bundle_root)
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     sums = meta.get("files_sha256")
@@ -147,8 +135,6 @@ def check_pickles(bundle_root: str | os.PathLike) -> list[str]:
     """Every pickle in the bundle (``.pt``, ``.pth``, ...) holds only tensors: each is opened with
     ``torch.load(weights_only=True)``, which refuses one that would import or call anything, so nothing
     of it runs. Returns the files checked; raises :class:`UnsafeFileError` naming a bad one."""
-    from brainbundles.bundle.weights import PICKLE_SUFFIXES, load_weights
-
     root = Path(bundle_root)
     found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES)
     for p in found:
@@ -196,8 +182,6 @@ def config_code(bundle_root: str | os.PathLike) -> dict[str, set[str]]:
 def _known_code() -> set[str]:
     """The code of the bundles shipped with brainbundles, every network of the package, and the
     label conventions (names a config may set)."""
-    from brainbundles import networks
-    from brainbundles.data.labels import LABEL_CONVENTIONS
     known = {f"brainbundles.networks.{n}" for n in networks.__all__} | set(LABEL_CONVENTIONS)
     for b in sorted(bundles_dir().glob("*/configs")):
         for found in config_code(b.parent).values():
@@ -209,8 +193,6 @@ def check_config_code(bundle_root: str | os.PathLike) -> None:
     """Refuse a bundle whose configs could run code that the bundles shipped with brainbundles do
     not (:func:`config_code`): MONAI would run it with ``eval`` or import and call it. Numbers, lists,
     paths, ``@`` references and known names may differ freely. Raises :class:`UnsafeFileError`."""
-    from brainbundles.bundle.weights import UnsafeFileError
-
     known = _known_code()
     for name, found in config_code(bundle_root).items():
         new = sorted(found - known)
@@ -234,8 +216,6 @@ def verify_ensemble(bundle_root: str | os.PathLike) -> list[Path]:
     inference averages), after checking that they are the members the metadata's ``ensemble`` lists, in
     order, and that each exists; an exported bundle (``files_sha256``) with folds must list them. Empty for
     a single-model bundle. Raises ``ValueError``."""
-    from brainbundles.bundle.weights import fold_weights
-
     root = Path(bundle_root)
     meta_path = root / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
@@ -270,14 +250,6 @@ def verify_bundle(
     ``torch.export.load`` can run code hidden in a file, so by default that happens only for a bundle
     that is not a download (``strict``) or is trusted. Raises on the first failure (``ValueError``; :class:`UnsafeFileError` for something
     unsafe); returns what was checked."""
-    from brainbundles.bundle.export import (
-        EXPORTED_FILE,
-        build_network,
-        check_exported_archive,
-        compare_exported,
-    )
-    from brainbundles.bundle.weights import find_weights, load_weights
-
     root = Path(bundle_root)
     report: dict[str, object] = {"bundle": str(root)}
     verify_metadata(root)

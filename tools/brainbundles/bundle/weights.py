@@ -4,6 +4,7 @@ tensors (a pickled checkpoint can otherwise run code when it is loaded)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -13,36 +14,20 @@ from pathlib import Path
 import torch
 import yaml
 
+from brainbundles.errors import ChecksumError, UnsafeFileError
 from brainbundles.fileio import atomic_write, sha256_file
+from brainbundles.paths import LARGE_FILES, WEIGHT_FILES
+
+logger = logging.getLogger("brainbundles")
 
 __all__ = [
-    "ChecksumError",
     "check_listed_checksum",
     "fold_weights",
-    "WEIGHT_FILES",
-    "PICKLE_SUFFIXES",
-    "UnsafeFileError",
+    "load_bundle_weights",
     "find_weights",
     "load_weights",
     "save_weights",
 ]
-
-#: the files a bundle's trained weights may be in, in the order they are looked for
-WEIGHT_FILES = ("model.safetensors", "model.pt")
-#: file names that hold pickles (checked with :func:`load_weights` before anything uses them)
-PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
-
-
-class UnsafeFileError(ValueError):
-    """A file would run code, or reach outside its folder, if it were used."""
-
-
-class ChecksumError(ValueError):
-    """A weights file differs from the sha256 its bundle's ``large_files.yml`` lists for it."""
-
-
-#: MONAI's list of a bundle's large files, with their sha256 (written by ``brainbundles export``)
-LARGE_FILES_NAME = "large_files.yml"
 
 
 def check_listed_checksum(path: str | os.PathLike, levels: int = 3) -> bool:
@@ -56,7 +41,7 @@ def check_listed_checksum(path: str | os.PathLike, levels: int = 3) -> bool:
     names it cannot be read."""
     path = Path(path).absolute()
     for folder in list(path.parents)[: levels + 1]:
-        listing = folder / LARGE_FILES_NAME
+        listing = folder / LARGE_FILES
         if not listing.is_file():
             continue
         try:
@@ -157,3 +142,15 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+
+
+def load_bundle_weights(ckpt_dir: str | os.PathLike, network: torch.nn.Module) -> Path:
+    """Load a bundle's trained weights into ``network`` (a ``DistributedDataParallel``'s module): the file
+    :func:`find_weights` finds (a bundle holding only fold models loads the first), checked against its
+    ``large_files.yml`` sha256 (:func:`check_listed_checksum`) and read without pickle (:func:`load_weights`).
+    Returns the file."""
+    path = find_weights(ckpt_dir, folds=True)
+    check_listed_checksum(path)
+    (network.module if hasattr(network, "module") else network).load_state_dict(load_weights(path))
+    logger.info("loaded the weights in %s", path)
+    return path

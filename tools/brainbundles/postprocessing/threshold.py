@@ -10,6 +10,7 @@ the same small-lesion removal as inference.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from brainbundles.bundle.weights import load_bundle_weights
 from brainbundles.fileio import write_json_atomic
 from brainbundles.postprocessing.components import _array_and_voxel, _like, remove_small_components
 
@@ -75,7 +78,6 @@ class LesionThresholdd(MapTransform):
 
 
 def _read_threshold(path: Path, default: float) -> float:
-    import json
 
     try:
         data = json.loads(path.read_text())
@@ -142,15 +144,12 @@ def tune_lesion_threshold(
     cases) and return it. Voxels labelled ``ignore_label`` (e.g. the WMH challenge's "other
     pathology") count neither way, as in evaluation. Ties go to the threshold closest to 0.5. Only the first process of a
     multi-process run does the work; ``enabled=False`` (or no validation case) does nothing."""
-    import torch.distributed as dist
-
-    from brainbundles.handlers import LoadWeights
 
     if not enabled or (dist.is_initialized() and dist.get_rank() != 0):
         return None
     thresholds = [_check_threshold(t, "thresholds") for t in thresholds]
     net = network.module if hasattr(network, "module") else network
-    LoadWeights(ckpt_dir, net)()
+    load_bundle_weights(ckpt_dir, net)
     net.eval()
     scores: list[list[float]] = []
     with torch.no_grad():

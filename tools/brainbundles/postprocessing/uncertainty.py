@@ -29,6 +29,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from brainbundles.fileio import save_like
+
 __all__ = ["UncertaintyMapd", "normalized_entropy", "uncertainty_summary"]
 
 
@@ -93,7 +95,6 @@ class UncertaintyMapd(MapTransform):
         d = dict(data)
         if not self.enabled:
             return d
-        from brainbundles.transforms.io import save_like
 
         reference, case = str(d[self.reference_key]), str(d[self.case_key])
         voxel_ml = float(abs(np.linalg.det(nib.load(reference).affine[:3, :3]))) / 1000.0

@@ -22,7 +22,6 @@ from brainbundles.transforms.io import (
     label_lesion_counts,
     label_volumes_ml,
     pending_cases,
-    save_like,
 )
 from brainbundles.transforms.labels import (
     ConvertLabelConventiond,
@@ -91,5 +90,4 @@ __all__ = [
     "load_landmarks",
     "nonzero",
     "save_landmarks",
-    "save_like",
 ]

@@ -8,6 +8,7 @@ is renamed into place only once complete, so an interrupted run never leaves a h
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -20,7 +21,10 @@ import torch
 from monai.transforms import MapTransform
 from scipy import ndimage
 
-from brainbundles.fileio import atomic_write, write_json_atomic
+from brainbundles.bundle.weights import find_weights, fold_weights
+from brainbundles.data.checks import InputError
+from brainbundles.fileio import atomic_write, save_like, sha256_file, write_json_atomic
+from brainbundles.visualize import save_overlay_png
 
 logger = logging.getLogger("brainbundles")
 
@@ -28,48 +32,11 @@ __all__ = [
     "RUN_RECORD",
     "case_complete",
     "pending_cases",
-    "save_like",
     "label_lesion_counts",
     "label_volumes_ml",
     "SaveSegmentationd",
     "collect_volumes",
 ]
-
-
-def save_like(
-    array: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike, dtype=np.uint8
-) -> Path:
-    """Write ``array`` as NIfTI at ``path`` on the grid of ``reference`` (same shape, affine, qform/sform).
-
-    Raises ``ValueError`` naming the reference when the array's shape is not the reference's.
-    """
-    ref = nib.load(str(reference))
-    shape = tuple(ref.shape[:3])
-    array = np.asarray(array)
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if tuple(array.shape) != shape:
-        raise ValueError(
-            f"{reference}: result shape {tuple(array.shape)} differs from the scan's shape {shape}"
-        )
-    data = np.ascontiguousarray(array.astype(dtype))
-    # a 3D scan stored as 4D with a trailing axis of 1 (IBSR18): the output keeps that exact shape
-    trailing_one = len(ref.shape) == 4 and ref.shape[3] == 1
-    if trailing_one:
-        data = data[..., None]
-    if isinstance(ref, nib.Nifti1Pair) and (len(ref.shape) == 3 or trailing_one):  # NIfTI-1/2, file or pair
-        cls = nib.Nifti2Image if isinstance(ref, nib.Nifti2Pair) else nib.Nifti1Image
-        img = cls(data, ref.affine, header=ref.header.copy())
-        img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
-        img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
-    else:  # Analyze, or a 4D multi-channel reference: keep the affine
-        img = nib.Nifti1Image(data, ref.affine)
-        img.set_qform(ref.affine, code=1)
-        img.set_sform(ref.affine, code=1)
-    img.set_data_dtype(dtype)
-    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
-    img.header["cal_min"], img.header["cal_max"] = 0, 0
-    return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def label_volumes_ml(labels: np.ndarray, affine: np.ndarray, names: Mapping[int, str]) -> dict[str, float]:
@@ -176,8 +143,6 @@ class SaveSegmentationd(MapTransform):
                 if isinstance(d.get("uncertainty"), Mapping):  # from UncertaintyMapd
                     record["uncertainty"] = dict(d["uncertainty"])
             if self.write_png:
-                from brainbundles.visualize import save_overlay_png
-
                 png = save_overlay_png(
                     ref,
                     nib.Nifti1Image(labels, ref.affine),
@@ -213,10 +178,6 @@ RUN_RECORD = "brainbundles_run.json"
 def _weights_id(ckpt_dir: str | os.PathLike) -> str | None:
     """sha256 over the sha256 of the weights inference loads from ``ckpt_dir`` (every fold model);
     None without weights (loading them reports that)."""
-    import hashlib
-
-    from brainbundles.bundle.weights import find_weights, fold_weights
-    from brainbundles.fileio import sha256_file
 
     try:
         files = fold_weights(ckpt_dir) or [find_weights(ckpt_dir, folds=True)]
@@ -243,8 +204,6 @@ def pending_cases(
     if isinstance(resume, str):  # from a command line: --resume false
         flags = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
         if resume.strip().lower() not in flags:
-            from brainbundles.data.checks import InputError
-
             raise InputError(f"resume: expected true or false, got {resume!r}")
         resume = flags[resume.strip().lower()]
     out = Path(output_dir)
