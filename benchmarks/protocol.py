@@ -33,16 +33,11 @@ from monai.bundle import ConfigParser
 
 from brainbundles.data.cases import inference_items
 from brainbundles.data.phantom import write_phantom_dataset
+from brainbundles.demo import DEMO_PROFILES, _evaluate
 from brainbundles.fileio import write_json_atomic
 from brainbundles.inference import ensemble_members
 from brainbundles.paths import BUNDLE_NAMES
-from brainbundles.workflows import (
-    DEMO_PROFILES,
-    _evaluate,
-    copy_bundle,
-    run_cross_validation,
-    run_inference,
-)
+from brainbundles.workflows import copy_bundle, run_cross_validation, run_inference
 
 
 def variants(members: list[str], flip_axes: list[int]) -> dict[str, dict]:

@@ -138,8 +138,9 @@ def _datalist(args: argparse.Namespace) -> str:
 
 
 def _demo(args: argparse.Namespace) -> str:
+    from brainbundles.demo import run_demo
     from brainbundles.paths import BUNDLE_NAMES
-    from brainbundles.workflows import resolve_bundle, run_demo
+    from brainbundles.workflows import resolve_bundle
 
     overrides = parse_set(args.set)
     if args.task in BUNDLE_NAMES:

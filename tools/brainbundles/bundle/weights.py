@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from brainbundles.errors import ChecksumError, UnsafeFileError
 from brainbundles.fileio import atomic_write, sha256_file
@@ -113,9 +115,6 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(path, device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
@@ -138,7 +137,6 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write a state dict as safetensors, atomically (tensors copied to the CPU, made contiguous)."""
-    from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))

@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from monai.metrics.utils import get_code_to_measure_table
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
@@ -130,7 +131,6 @@ def surface_distances(
 @functools.lru_cache(maxsize=32)
 def _surfel_tables(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Neighbourhood-code → surfel area (mm²) table and the code kernel, from MONAI's DeepMind port."""
-    from monai.metrics.utils import get_code_to_measure_table
 
     table, kernel = get_code_to_measure_table(spacing)
     table_np = np.asarray(table.cpu().numpy(), dtype=np.float64)
