@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from brainbundles.data import check_case, make_datalist
-from brainbundles.data.datalist import LAYOUTS, MS_CHANNELS, MS_LABELS
+from brainbundles.data.datalist import LAYOUTS
+from brainbundles.data.labels import MS_CHANNELS, MS_LABELS
 from brainbundles.data.sequences import match_sequence, normalise_channel
 
 SHAPE = (4, 4, 4)

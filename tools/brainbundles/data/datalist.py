@@ -46,20 +46,24 @@ from typing import Any
 
 import numpy as np
 
-from brainbundles.data.labels import convention_names
+from brainbundles.data.labels import (
+    BRATS_CHANNELS,
+    BRATS_LABELS,
+    IBSR_CHANNELS,
+    IBSR_TISSUE_LABELS,
+    MS_CHANNELS,
+    MS_LABELS,
+    MS_REQUIRED_CHANNELS,
+    MSD_TASK01_CHANNELS,
+    WMH_CHANNELS,
+    WMH_LABELS,
+)
 from brainbundles.data.sequences import normalise_channel
 from brainbundles.fileio import write_json_atomic
 
 __all__ = [
-    "BRATS_CHANNELS",
-    "BRATS_LABELS",
     "IBSR_REFERENCE_VALIDATION",
-    "IBSR_TISSUE_LABELS",
     "LAYOUTS",
-    "MSD_TASK01_CHANNELS",
-    "MS_CHANNELS",
-    "MS_LABELS",
-    "WMH_LABELS",
     "Case",
     "LayoutResult",
     "make_datalist",
@@ -67,9 +71,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("brainbundles")
-
-#: labels of IBSR's 3-class ``_segTRI_ana`` files
-IBSR_TISSUE_LABELS = {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}
 
 NIFTI_EXTS = (".nii.gz", ".nii")
 
@@ -240,7 +241,7 @@ def _layout_ibsr18(root: Path, channels: Sequence[str] | None = None, label: str
     since 3-class and structure labels cannot be trained together. ``labels`` is the tissue set when
     ``_segTRI`` files are used, and unknown (absent) for ``_seg_ana`` files.
     """
-    channels = _check_channels(channels, ["T1"], "ibsr18")
+    channels = _check_channels(channels, list(IBSR_CHANNELS), "ibsr18")
     if label != "auto" and label not in _IBSR_LABEL_KINDS:
         raise ValueError(
             f"ibsr18 layout: label={label!r}, expected 'auto' or one of {list(_IBSR_LABEL_KINDS)}"
@@ -414,17 +415,6 @@ def _layout_folder(
     )
 
 
-#: BraTS channels in the bundles' order, and the file-name suffixes each is found under
-BRATS_CHANNELS: dict[str, tuple[str, ...]] = {
-    "T1": ("t1", "t1n"),
-    "T1c": ("t1ce", "t1c", "t1post", "t1gd"),
-    "T2": ("t2", "t2w"),
-    "FLAIR": ("flair", "t2f"),
-}
-#: label values of the BraTS conventions (the datalist records which one a data set uses)
-BRATS_LABELS = {name: convention_names(name) for name in ("brats2019", "brats2023", "msd_task01")}
-
-
 def _brats_cases(root: Path, layout: str, sep: str) -> list[Case]:
     """``<root>/<case>/<case><sep><suffix>.nii[.gz]``, one file per channel (any listed suffix), plus
     ``<case><sep>seg``. A case folder missing a channel, or holding two files for one, is an error."""
@@ -488,10 +478,6 @@ def _layout_brats2023(root: Path, channels: Sequence[str] | None = None) -> Layo
     )
 
 
-#: Decathlon Task01 channel order (its dataset.json "modality"), used when dataset.json is absent
-MSD_TASK01_CHANNELS = ("FLAIR", "T1", "T1c", "T2")
-
-
 @register_layout("msd_task01")
 def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
     """Medical Segmentation Decathlon Task01_BrainTumour: ``imagesTr/BRATS_001.nii.gz`` (4D: FLAIR, T1w,
@@ -536,13 +522,6 @@ def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> Lay
         labels=BRATS_LABELS["msd_task01"],
         label_convention="msd_task01",
     )
-
-
-#: labels of the MICCAI 2017 WMH segmentation challenge's ``wmh.nii.gz`` files (2 = other pathology, which
-#: the challenge excludes from its evaluation)
-WMH_LABELS = {"0": "background", "1": "WMH", "2": "other pathology"}
-#: WMH channels in the bundle's order (FLAIR first: the challenge's reference grid)
-_WMH_CHANNELS = ("FLAIR", "T1")
 
 
 def _case_dirs(root: Path, is_case: Callable[[Path], bool]) -> list[Path]:
@@ -591,12 +570,12 @@ def _layout_wmh(root: Path, channels: Sequence[str] | None = None) -> LayoutResu
     without ``pre/T1`` is an error. The ``orig/`` folder and other ``pre/`` files (``3DT1``) are ignored.
     Labels: 1 WMH, 2 other pathology.
     """
-    channels = _check_channels(channels, list(_WMH_CHANNELS), "wmh")
+    channels = _check_channels(channels, list(WMH_CHANNELS), "wmh")
     cases: list[Case] = []
     for d in _wmh_case_dirs(root):
         cid = _path_id(d, root)
         image = []
-        for channel in _WMH_CHANNELS:
+        for channel in WMH_CHANNELS:
             f = _first_existing([d / "pre" / f"{channel}{ext}" for ext in NIFTI_EXTS])
             if f is None:
                 raise ValueError(
@@ -612,21 +591,13 @@ def _layout_wmh(root: Path, channels: Sequence[str] | None = None) -> LayoutResu
     return LayoutResult(cases=cases, channels=channels, name="WMH2017", labels=dict(WMH_LABELS))
 
 
-#: labels of the MS lesion masks (ISBI 2015, MSSEG 2016, the open MS data of Lesjak et al.)
-MS_LABELS = {"0": "background", "1": "lesion"}
-#: MS channels in the bundle's order (FLAIR first); FLAIR and T1 must be in every case, the others may be
-#: missing (a case then names the channels it has, in file order, in its item's ``"channels"``)
-MS_CHANNELS = ("FLAIR", "T1", "T2", "PD", "T1Gd")
-_MS_REQUIRED = ("FLAIR", "T1")
-
-
 def _ms_case(
     layout: str, cid: str, found: Mapping[str, Path], label: Path | None, folder: Path, expect: str
 ) -> Case:
     """A case from its ``{channel: file}``: FLAIR and T1 required (a ValueError names ``folder`` and the
     files ``expect``-ed), the files in :data:`MS_CHANNELS` order, and ``channels`` set when some are
     missing."""
-    missing = [c for c in _MS_REQUIRED if c not in found]
+    missing = [c for c in MS_REQUIRED_CHANNELS if c not in found]
     if missing:
         raise ValueError(
             f"{layout} layout: case {cid} in folder {folder} has no {' and no '.join(missing)} image "
@@ -807,8 +778,10 @@ def _open_ms_is_case(folder: Path) -> bool:
     """FLAIR and T1 both, or one of them with another sequence or the label (a case missing the other:
     an error later, rather than a silently skipped folder)."""
     found, label = _open_ms_files(folder)
-    required = [c for c in _MS_REQUIRED if c in found]
-    return len(required) == len(_MS_REQUIRED) or (bool(required) and (len(found) > 1 or label is not None))
+    required = [c for c in MS_REQUIRED_CHANNELS if c in found]
+    return len(required) == len(MS_REQUIRED_CHANNELS) or (
+        bool(required) and (len(found) > 1 or label is not None)
+    )
 
 
 @register_layout("ms_open")

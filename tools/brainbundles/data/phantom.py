@@ -141,8 +141,17 @@ from scipy.ndimage import binary_dilation, gaussian_filter, generate_binary_stru
 from scipy.ndimage import label as label_components
 from scipy.spatial import cKDTree
 
-from brainbundles.data.datalist import BRATS_LABELS, MS_CHANNELS, MS_LABELS, WMH_LABELS
-from brainbundles.data.labels import from_internal
+from brainbundles.data.labels import (
+    BRATS_CHANNELS,
+    BRATS_LABELS,
+    IBSR_CHANNELS,
+    MS_CHANNELS,
+    MS_LABELS,
+    PHANTOM_LABELS,
+    WMH_CHANNELS,
+    WMH_LABELS,
+    from_internal,
+)
 from brainbundles.fileio import atomic_write, write_json_atomic
 
 logger = logging.getLogger("brainbundles")
@@ -158,9 +167,6 @@ __all__ = [
 
 #: contrasts :func:`make_phantom` can render
 CONTRASTS: tuple[str, ...] = ("t1", "t1c", "t2", "flair", "pd")
-
-#: the label values of :attr:`Phantom.label` (Decathlon form)
-PHANTOM_LABELS: dict[str, str] = {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}
 
 _DEFAULT_SHAPE = (96, 112, 96)
 _DEFAULT_SPACING = (1.5, 1.5, 1.5)
@@ -1304,21 +1310,21 @@ def _wmh_dir(cid: str) -> str:
 _LAYOUTS: dict[str, _Layout] = {
     "ibsr18": _Layout(
         name="ibsr18",
-        channels=("T1",),
+        channels=IBSR_CHANNELS,
         case_id=_ibsr_id,
         image_files=lambda cid: (f"{cid}/{cid}_ana_strip.nii.gz",),
         label_file=lambda cid: f"{cid}/{cid}_seg_ana.nii.gz",
     ),
     "brats": _Layout(  # BraTS 2018-2021
         name="brats",
-        channels=("T1", "T1c", "T2", "FLAIR"),
+        channels=tuple(BRATS_CHANNELS),
         case_id=_brats_id,
         image_files=lambda cid: tuple(f"{cid}/{cid}_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair")),
         label_file=lambda cid: f"{cid}/{cid}_seg.nii.gz",
     ),
     "wmh": _Layout(  # MICCAI 2017 WMH challenge: <site>/<id>/pre/{FLAIR,T1}.nii.gz, <site>/<id>/wmh.nii.gz
         name="wmh",
-        channels=("FLAIR", "T1"),
+        channels=WMH_CHANNELS,
         case_id=_wmh_id,
         image_files=lambda cid: tuple(f"{_wmh_dir(cid)}/pre/{s}.nii.gz" for s in ("FLAIR", "T1")),
         label_file=lambda cid: f"{_wmh_dir(cid)}/wmh.nii.gz",
