@@ -25,7 +25,8 @@ Splitting (all reproducible from ``seed``):
 4. cases a layout gives a fixed fold (``ibsr18`` MAIA split: the reference study's held-back IBSR_07 and
    IBSR_16 are fold 0) keep it; the remaining cases are shuffled with the same generator
    (``rng.permutation``) and dealt round-robin to the folds no fixed case uses (to all folds when every
-   fold has one), so those folds' sizes differ by at most one.
+   fold has one), so those folds' sizes differ by at most one (:func:`brainbundles.data.folds.assign_folds`,
+   which deals the phantom data sets' folds too).
 
 Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`): ``ibsr18``, ``folder``,
 ``brats``, ``brats2023``, ``msd_task01``, ``wmh``, the MS lesion layouts ``isbi2015``, ``msseg2016`` and
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from brainbundles.data.folds import assign_folds
 from brainbundles.data.labels import (
     BRATS_CHANNELS,
     BRATS_LABELS,
@@ -957,8 +959,7 @@ def make_datalist(
         fold_of.update(fixed)
         free = [f for f in range(folds) if f not in fixed.values()] or list(range(folds))
         rest = [c for c in pool if c.case not in fixed]
-        for rank, i in enumerate(rng.permutation(len(rest))):
-            fold_of[rest[int(i)].case] = free[rank % len(free)]
+        fold_of.update(zip((c.case for c in rest), assign_folds(len(rest), free, rng), strict=True))
     else:
         logger.warning(
             "layout %r: no labelled cases under %s, the datalist has testing cases only", layout, root

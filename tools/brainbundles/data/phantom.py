@@ -141,6 +141,7 @@ from scipy.ndimage import binary_dilation, gaussian_filter, generate_binary_stru
 from scipy.ndimage import label as label_components
 from scipy.spatial import cKDTree
 
+from brainbundles.data.folds import assign_folds
 from brainbundles.data.labels import (
     BRATS_CHANNELS,
     BRATS_LABELS,
@@ -1465,8 +1466,8 @@ def write_phantom_dataset(
     Case ``i`` (0-based) is :func:`make_phantom` of seed ``seed * 100003 + i``. Also written:
     ``out/phantom.json`` (manifest) and ``out/datalist.json``, a Decathlon-style datalist with paths
     relative to ``out``; the training cases get ``fold = rank % folds`` where ``rank`` is their position in
-    ``numpy.random.default_rng(seed).permutation(cases)`` (as ``brainbundles.data.datalist.make_datalist``
-    deals folds). Every file is written atomically (temporary file in the same folder, then ``os.replace``);
+    ``numpy.random.default_rng(seed).permutation(cases)`` (:func:`brainbundles.data.folds.assign_folds`, as
+    ``brainbundles.data.datalist.make_datalist`` deals folds). Every file is written atomically (temporary file in the same folder, then ``os.replace``);
     existing files of the same names are replaced, others are left alone.
 
     Args:
@@ -1537,10 +1538,8 @@ def write_phantom_dataset(
         entries.append(entry)
         logger.info("phantom %d of %d written: %s", i + 1, total, cid)
 
-    fold_of = np.empty(cases, dtype=int)
-    for rank, i in enumerate(np.random.default_rng(seed).permutation(cases)):
-        fold_of[i] = rank % folds
-    training = [{**e, "fold": int(fold_of[i])} for i, e in enumerate(entries[:cases])]
+    fold_of = assign_folds(cases, range(folds), np.random.default_rng(seed))
+    training = [{**e, "fold": fold_of[i]} for i, e in enumerate(entries[:cases])]
     name = f"phantom-{task}"
     datalist = {
         "name": name,
