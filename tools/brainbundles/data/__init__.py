@@ -2,7 +2,7 @@
 
 from brainbundles.data.cases import IMAGE_SUFFIXES, case_id, inference_items, load_fold
 from brainbundles.data.checks import CaseList, InputError, check_case
-from brainbundles.data.datalist import make_datalist
+from brainbundles.data.datalist import make_datalist, write_isbi_consensus
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -13,4 +13,5 @@ __all__ = [
     "inference_items",
     "load_fold",
     "make_datalist",
+    "write_isbi_consensus",
 ]

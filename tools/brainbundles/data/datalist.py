@@ -31,6 +31,8 @@ Splitting (all reproducible from ``seed``):
 Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`): ``ibsr18``, ``folder``,
 ``brats``, ``brats2023``, ``msd_task01``, ``wmh``, the MS lesion layouts ``isbi2015``, ``msseg2016`` and
 ``ms_open``, and ``phantom``; adding one is one decorated function returning a :class:`LayoutResult`.
+Layouts only read the data set: the ISBI 2015 raters' consensus masks (``rater="consensus"``) are written
+beforehand, as a step of its own, by :func:`write_isbi_consensus` (``brainbundles isbi-consensus``).
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from brainbundles.data.folds import assign_folds
@@ -61,7 +64,7 @@ from brainbundles.data.labels import (
     WMH_LABELS,
 )
 from brainbundles.data.sequences import normalise_channel
-from brainbundles.fileio import write_json_atomic
+from brainbundles.fileio import atomic_write, write_json_atomic
 
 __all__ = [
     "IBSR_REFERENCE_VALIDATION",
@@ -70,6 +73,7 @@ __all__ = [
     "LayoutResult",
     "make_datalist",
     "register_layout",
+    "write_isbi_consensus",
 ]
 
 logger = logging.getLogger("brainbundles")
@@ -637,21 +641,41 @@ def _isbi_images(folder: Path) -> dict[str, dict[str, Path]]:
     return out
 
 
+def _isbi_time_points(root: Path) -> Iterator[tuple[Path, str, dict[str, Path]]]:
+    """``(subject folder, time point, {channel: file})`` of every ISBI time point under ``root``: subjects
+    (folders whose ``preprocessed/`` holds ``<tp>_<seq>_pp`` files, at any depth) sorted, then time points."""
+    for d in _case_dirs(root, lambda d: bool(_isbi_images(d / "preprocessed"))):
+        for tp, found in sorted(_isbi_images(d / "preprocessed").items()):
+            yield d, tp, found
+
+
+def _isbi_masks(masks: Path, tp: str, wanted: Sequence[str], who: str) -> dict[str, Path] | None:
+    """The ``wanted`` raters' masks ``<masks>/<tp>_<rater>.nii[.gz]`` of a time point, or None when it has
+    neither rater's mask (a test time point); a ValueError starting with ``who`` names a wanted mask that is
+    missing while the other rater's exists."""
+    mask = {r: _first_existing([masks / f"{tp}_{r}{ext}" for ext in NIFTI_EXTS]) for r in ("mask1", "mask2")}
+    if all(m is None for m in mask.values()):
+        return None
+    found = {}
+    for r in wanted:
+        m = mask[r]
+        if m is None:
+            other = mask["mask2" if r == "mask1" else "mask1"]
+            raise ValueError(
+                f"{who} needs {masks / f'{tp}_{r}.nii'}[.gz], which is missing (while {other} exists)"
+            )
+        found[r] = m
+    return found
+
+
 def _isbi_consensus(mask1: Path, mask2: Path, out: Path) -> Path:
     """Write ``out``: the voxels both raters marked (``mask1 > 0`` and ``mask2 > 0``), uint8 0/1, on
-    ``mask1``'s grid and with its header; kept as it is when newer than both masks. Written atomically
-    (a temporary file in the same folder, then renamed)."""
-    import nibabel as nib
-
-    from brainbundles.fileio import atomic_write
-
-    newest = max(mask1.stat().st_mtime, mask2.stat().st_mtime)
-    if out.is_file() and out.stat().st_mtime >= newest:
-        return out
+    ``mask1``'s grid and with its header. Written atomically (a temporary file in the same folder, then
+    renamed)."""
     a, b = nib.load(str(mask1)), nib.load(str(mask2))
     if a.shape != b.shape or not np.allclose(a.affine, b.affine, atol=1e-3):
         raise ValueError(
-            f"isbi2015 layout: {mask1} and {mask2} are not on the same voxel grid (shapes {a.shape} and "
+            f"isbi2015 consensus: {mask1} and {mask2} are not on the same voxel grid (shapes {a.shape} and "
             f"{b.shape}); cannot make their consensus"
         )
     data = ((np.asanyarray(a.dataobj) > 0) & (np.asanyarray(b.dataobj) > 0)).astype(np.uint8)
@@ -662,8 +686,43 @@ def _isbi_consensus(mask1: Path, mask2: Path, out: Path) -> Path:
     try:
         atomic_write(out, lambda tmp: nib.save(img, tmp))
     except OSError as e:
-        raise ValueError(f"isbi2015 layout: cannot write the consensus mask {out}: {e}") from e
+        raise ValueError(f"isbi2015 consensus: cannot write the consensus mask {out}: {e}") from e
     return out
+
+
+def write_isbi_consensus(root: str | Path) -> list[Path]:
+    """Write the raters' consensus masks of the ISBI 2015 data set under ``root`` (the ``isbi2015`` layout).
+
+    For every time point with both raters' masks, ``<subject>/masks/<tp>_consensus.nii.gz``: the voxels
+    **both** raters marked (the intersection of ``mask1 > 0`` and ``mask2 > 0``, not the union), uint8 0/1,
+    with mask1's affine and header; each written atomically (a temporary file in the same folder, then
+    renamed), replacing an existing one. Time points with neither mask (the test release) are skipped.
+    ``make_datalist("isbi2015", root, rater="consensus")`` lists these files and does not write them; the
+    command line's ``brainbundles isbi-consensus -i ROOT`` calls this.
+
+    Returns:
+        the consensus masks written, in subject and time point order.
+
+    Raises:
+        ValueError: ``root`` is not a folder, no time point under it has the raters' masks, a time point
+            has one rater's mask but not the other's (the missing file named; nothing is written then),
+            the two masks are not on one voxel grid, or a mask cannot be written.
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise ValueError(f"isbi2015 consensus: root {root} does not exist or is not a folder")
+    todo = []
+    for d, tp, _found in _isbi_time_points(root):
+        mask = _isbi_masks(d / "masks", tp, ("mask1", "mask2"), f"isbi2015 consensus of time point {tp}")
+        if mask is not None:
+            todo.append((mask["mask1"], mask["mask2"], d / "masks" / f"{tp}_consensus.nii.gz"))
+    if not todo:
+        raise ValueError(
+            "isbi2015 consensus: no time point with the raters' masks: searched for folders <subject>/"
+            "preprocessed/<tp>_flair_pp.nii with <subject>/masks/<tp>_mask1.nii and <tp>_mask2.nii (.nii or "
+            f".nii.gz), at any depth, under root {root}"
+        )
+    return [_isbi_consensus(mask1, mask2, out) for mask1, mask2, out in todo]
 
 
 @register_layout("isbi2015")
@@ -678,42 +737,32 @@ def _layout_isbi2015(root: Path, channels: Sequence[str] | None = None, rater: s
     optional (ISBI has no T1Gd, so every item names its channels). The ``orig/`` folder is ignored.
 
     Option ``rater``: ``"mask1"`` (default) or ``"mask2"``, that rater's mask; or ``"consensus"``, the voxels
-    **both** raters marked (the intersection of ``mask1 > 0`` and ``mask2 > 0``, not the union), written as
-    ``masks/<tp>_consensus.nii.gz`` (uint8 0/1, with mask1's affine and header; atomically, and only when
-    absent or older than either mask) since a datalist points at files. A time point with neither mask has
-    no label (it goes to "testing"); one with only the other rater's mask is an error naming the missing
-    file. Labels: 1 lesion.
+    **both** raters marked, ``masks/<tp>_consensus.nii[.gz]``, which :func:`write_isbi_consensus`
+    (``brainbundles isbi-consensus -i ROOT``) writes beforehand: listing writes nothing, and a labelled time
+    point without its consensus mask is an error naming the file and that command. A time point with
+    neither rater's mask has no label (it goes to "testing"); one with only the other rater's mask is an
+    error naming the missing file. Labels: 1 lesion.
     """
     channels = _check_channels(channels, list(MS_CHANNELS), "isbi2015")
     if rater not in _ISBI_RATERS:
         raise ValueError(f"isbi2015 layout: rater={rater!r}, expected one of {list(_ISBI_RATERS)}")
+    wanted = ("mask1", "mask2") if rater == "consensus" else (rater,)
     cases: list[Case] = []
-    for d in _case_dirs(root, lambda d: bool(_isbi_images(d / "preprocessed"))):
+    for d, tp, found in _isbi_time_points(root):
         pre, masks = d / "preprocessed", d / "masks"
-        for tp, found in sorted(_isbi_images(pre).items()):
-            case = _ms_case(
-                "isbi2015", tp, found, None, pre, f"{tp}_flair_pp.nii[.gz], {tp}_mprage_pp.nii[.gz]"
-            )
-            mask = {
-                r: _first_existing([masks / f"{tp}_{r}{ext}" for ext in NIFTI_EXTS])
-                for r in ("mask1", "mask2")
-            }
-            wanted = ("mask1", "mask2") if rater == "consensus" else (rater,)
-            if any(m is not None for m in mask.values()):
-                for r in wanted:
-                    if mask[r] is None:
-                        other = mask["mask2" if r == "mask1" else "mask1"]
-                        raise ValueError(
-                            f"isbi2015 layout: rater={rater!r} needs {masks / f'{tp}_{r}.nii'}[.gz], which is "
-                            f"missing (while {other} exists)"
-                        )
-                if rater == "consensus":
-                    case.label = _isbi_consensus(
-                        mask["mask1"], mask["mask2"], masks / f"{tp}_consensus.nii.gz"
-                    )
-                else:
-                    case.label = mask[rater]
-            cases.append(case)
+        case = _ms_case("isbi2015", tp, found, None, pre, f"{tp}_flair_pp.nii[.gz], {tp}_mprage_pp.nii[.gz]")
+        mask = _isbi_masks(masks, tp, wanted, f"isbi2015 layout: rater={rater!r}")
+        if mask is not None and rater == "consensus":
+            case.label = _first_existing([masks / f"{tp}_consensus{ext}" for ext in NIFTI_EXTS])
+            if case.label is None:
+                raise ValueError(
+                    f"isbi2015 layout: rater='consensus' needs {masks / f'{tp}_consensus.nii.gz'}, which is "
+                    f"missing: write the consensus masks first with `brainbundles isbi-consensus -i {root}` "
+                    "(brainbundles.data.write_isbi_consensus)"
+                )
+        elif mask is not None:
+            case.label = mask[rater]
+        cases.append(case)
     if not cases:
         raise ValueError(
             "isbi2015 layout: no cases found: searched for folders <subject>/preprocessed/<tp>_flair_pp.nii "
