@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainbundles.data.checks import InputError
+from brainbundles.errors import InputError
 from brainbundles.workflows import run_inference, run_training
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import nibabel as nib
+import numpy as np
 import pytest
 
 
@@ -42,6 +43,39 @@ def test_phantom_then_datalists(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads((tmp_path / "ibsr.json").read_text())["training"]) == 5
+
+
+def test_isbi_consensus_then_datalist(tmp_path):
+    """The ISBI 2015 consensus is a step of its own: the datalist names it when the masks are missing, the
+    command writes them (and says so in one line), then the datalist lists them."""
+    data = tmp_path / "isbi"
+    for i, name in enumerate(("preprocessed/training01_01_flair_pp", "preprocessed/training01_01_mprage_pp",
+                              "masks/training01_01_mask1", "masks/training01_01_mask2")):  # fmt: skip
+        (data / "training01" / name).parent.mkdir(parents=True, exist_ok=True)
+        arr = (np.random.default_rng(i).uniform(size=(4, 4, 4)) < 0.5).astype(np.uint8)
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), data / "training01" / f"{name}.nii.gz")
+    dl_path = tmp_path / "dl.json"
+    datalist = ["datalist", "isbi2015", "-i", str(data), "-o", str(dl_path), "--folds", "1"]
+    datalist += ["--rater", "consensus"]
+    proc = _cli(*datalist)
+    assert proc.returncode == 1 and f"brainbundles isbi-consensus -i {data}" in proc.stderr
+    assert not dl_path.exists() and not list(data.rglob("*consensus*"))
+
+    proc = _cli("isbi-consensus", "-i", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"wrote 1 consensus mask (<subject>/masks/<time point>_consensus.nii.gz) under {data}"
+    )
+    assert (data / "training01" / "masks" / "training01_01_consensus.nii.gz").is_file()
+    proc = _cli(*datalist)
+    assert proc.returncode == 0, proc.stderr
+    label = json.loads(dl_path.read_text())["training"][0]["label"]
+    assert label == "training01/masks/training01_01_consensus.nii.gz"
+
+    proc = _cli("isbi-consensus", "-i", str(tmp_path / "nowhere"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
+    proc = _cli("isbi-consensus")
+    assert proc.returncode == 2 and "-i/--input" in proc.stderr
 
 
 def test_unknown_task_and_layout_are_clear_errors(tmp_path):
@@ -114,8 +148,8 @@ def test_share_commands(tmp_path, monkeypatch, capsys, untrained_export):
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "dl2").exists()
 
 
-COMMANDS = ["phantom", "datalist", "demo", "infer", "train", "train-cv", "export", "package", "publish",
-            "download", "verify", "generate-configs"]  # fmt: skip
+COMMANDS = ["phantom", "datalist", "isbi-consensus", "demo", "infer", "train", "train-cv", "export",
+            "package", "publish", "download", "verify", "generate-configs"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)

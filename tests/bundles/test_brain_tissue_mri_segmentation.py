@@ -19,9 +19,8 @@ import torch
 
 from brainbundles.bundle.configs import parse_bundle
 from brainbundles.bundle.verify import verify_configs, verify_metadata, verify_net_in_out
-from brainbundles.data.checks import InputError
 from brainbundles.data.phantom import write_phantom_dataset
-from brainbundles.errors import TrainingProcessError
+from brainbundles.errors import InputError, TrainingProcessError
 from brainbundles.paths import config_files
 from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference, run_training
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from brainbundles.bundle.verify import verify_configs, verify_metadata, verify_net_in_out
-from brainbundles.data.checks import InputError
 from brainbundles.data.phantom import write_phantom_dataset
+from brainbundles.errors import InputError
 from brainbundles.networks import output_layer_parameters
 from brainbundles.paths import config_files
 from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference, run_training

@@ -17,8 +17,8 @@ import torch
 
 from brainbundles.bundle.configs import parse_bundle
 from brainbundles.bundle.verify import verify_configs, verify_metadata, verify_net_in_out
-from brainbundles.data.checks import InputError
 from brainbundles.data.phantom import make_phantom, write_phantom_dataset
+from brainbundles.errors import InputError
 from brainbundles.paths import config_files
 from brainbundles.transforms import SPATIAL_FEATURES
 from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference, run_training

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from brainbundles.data.cases import case_id, inference_items, load_fold
-from brainbundles.data.checks import InputError
+from brainbundles.errors import InputError
 
 SHAPE = (6, 6, 6)
 

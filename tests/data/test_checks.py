@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainbundles.data.checks import CaseList, InputError, check_case, resolve_item
+from brainbundles.data.checks import CaseList, check_case, resolve_item
+from brainbundles.errors import InputError
 
 SHAPE = (8, 8, 8)
 
@@ -171,7 +172,7 @@ def test_huge_header_is_refused_without_reading_voxels(tmp_path, bad_header_scan
     path = bad_header_scans(tmp_path)["huge"][0]
     code = (
         "import resource, sys\n"
-        "from brainbundles.data.checks import check_case, InputError\n"
+        "from brainbundles.data.checks import check_case\nfrom brainbundles.errors import InputError\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n"
         f"    check_case({{'image': {str(path)!r}}}, ['T1'])\n"

@@ -11,7 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainbundles.data.checks import MIN_GRID_OVERLAP, CaseList, InputError, check_case
+from brainbundles.data.checks import MIN_GRID_OVERLAP, CaseList, check_case
+from brainbundles.errors import InputError
 
 # the reference FLAIR: 0.9 x 0.9 x 4.5 mm, LPS voxel order; voxel centres x 9..-9, y 10.8..-10.8, z -9..9 mm
 FLAIR_SHAPE = (21, 25, 5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from brainbundles.data import check_case, make_datalist
-from brainbundles.data.datalist import BRATS_LABELS
+from brainbundles.data.labels import BRATS_LABELS
 
 
 def _case(root: Path, cid: str, sep: str, suffixes: list[str], seg_values=(0, 1, 2, 4)) -> None:

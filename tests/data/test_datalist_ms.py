@@ -14,8 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainbundles.data import check_case, make_datalist
-from brainbundles.data.datalist import LAYOUTS, MS_CHANNELS, MS_LABELS
+from brainbundles.data import check_case, make_datalist, write_isbi_consensus
+from brainbundles.data.datalist import LAYOUTS
+from brainbundles.data.labels import MS_CHANNELS, MS_LABELS
 from brainbundles.data.sequences import match_sequence, normalise_channel
 
 SHAPE = (4, 4, 4)
@@ -96,7 +97,7 @@ def test_isbi2015_time_points_channels_and_test_release(tmp_path):
     assert test["channels"] == ["FLAIR", "T1", "T2", "PD"]
     assert test["image"][1] == "testdata_website/test01/preprocessed/test01_01_mprage_pp.nii"
     _check_items(dl, tmp_path)
-    assert not list(tmp_path.rglob("*consensus*"))  # only rater="consensus" writes files
+    assert not list(tmp_path.rglob("*consensus*"))  # listing writes no file
 
 
 def test_isbi2015_raters(tmp_path):
@@ -107,13 +108,12 @@ def test_isbi2015_raters(tmp_path):
         make_datalist("isbi2015", tmp_path, folds=1, rater="mask3")
 
 
-def test_isbi2015_consensus_is_the_intersection_on_mask1s_grid(tmp_path):
+def test_isbi2015_consensus_is_the_intersection_on_mask1s_grid_written_by_its_own_step(tmp_path):
     _isbi_tp(tmp_path / "training01", "training01_01")
+    _isbi_tp(tmp_path / "test01", "test01_01", masks=())  # no masks: nothing to write
     masks = tmp_path / "training01" / "masks"
-    dl = make_datalist("isbi2015", tmp_path, folds=1, rater="consensus")
-    (item,) = dl["training"]
-    assert item["label"] == "training01/masks/training01_01_consensus.nii.gz"
     out = masks / "training01_01_consensus.nii.gz"
+    assert write_isbi_consensus(str(tmp_path)) == [out]
     m1, m2, cons = (nib.load(masks / n) for n in ("training01_01_mask1.nii", "training01_01_mask2.nii", out))
     data = np.asanyarray(cons.dataobj)
     assert cons.get_data_dtype() == np.uint8 and data.dtype == np.uint8
@@ -128,19 +128,60 @@ def test_isbi2015_consensus_is_the_intersection_on_mask1s_grid(tmp_path):
         "training01_01_mask1.nii",
         "training01_01_mask2.nii",
     ]
+    assert not list((tmp_path / "test01").rglob("*consensus*"))
+
+    dl = make_datalist("isbi2015", tmp_path, folds=1, rater="consensus")
+    (item,) = dl["training"]
+    assert item["label"] == "training01/masks/training01_01_consensus.nii.gz"
+    assert [e["case"] for e in dl["testing"]] == ["test01_01"]
     check_case(item, MS_CHANNELS, label_values={0, 1}, base_dir=tmp_path, allow_missing=True)
 
-    # newer than both masks: kept as it is
-    before = out.stat().st_mtime_ns
-    os.utime(out, ns=(before, before))
-    make_datalist("isbi2015", tmp_path, folds=1, rater="consensus")
-    assert out.stat().st_mtime_ns == before
-    # a mask changed since: written again
+    # a mask changed since: listing reads the consensus as it is (it writes nothing) ...
     _save(masks / "training01_01_mask2.nii", np.zeros(SHAPE, np.uint8))
-    old = masks.joinpath("training01_01_mask2.nii").stat().st_mtime - 100
-    os.utime(out, (old, old))
+    old = masks.joinpath("training01_01_mask2.nii").stat().st_mtime_ns - 10**11
+    os.utime(out, ns=(old, old))
     make_datalist("isbi2015", tmp_path, folds=1, rater="consensus")
+    assert out.stat().st_mtime_ns == old and np.asanyarray(nib.load(out).dataobj).any()
+    # ... and the step, run again, replaces it
+    assert write_isbi_consensus(tmp_path) == [out]
     assert not np.asanyarray(nib.load(out).dataobj).any()
+
+
+def test_isbi2015_consensus_missing_names_the_file_and_the_command_that_writes_it(tmp_path):
+    _isbi_tp(tmp_path / "training01", "training01_01")
+    missing = tmp_path / "training01" / "masks" / "training01_01_consensus.nii.gz"
+    with pytest.raises(
+        ValueError,
+        match=rf"isbi2015 layout: rater='consensus' needs {re.escape(str(missing))}, which is missing: write "
+        rf"the consensus masks first with `brainbundles isbi-consensus -i {re.escape(str(tmp_path))}`",
+    ):
+        make_datalist("isbi2015", tmp_path, folds=1, rater="consensus")
+    assert not list(tmp_path.rglob("*consensus*"))  # listing writes nothing
+    assert make_datalist("isbi2015", tmp_path, folds=1)["numTraining"] == 1  # mask1: no step
+
+
+def test_isbi2015_consensus_step_errors(tmp_path):
+    with pytest.raises(ValueError, match="isbi2015 consensus: root .*nowhere does not exist or is not a"):
+        write_isbi_consensus(tmp_path / "nowhere")
+    _isbi_tp(tmp_path / "test01", "test01_01", masks=())
+    with pytest.raises(ValueError, match="isbi2015 consensus: no time point with the raters' masks: search"):
+        write_isbi_consensus(tmp_path)
+    # one time point refused: nothing written, not even the good one's
+    _isbi_tp(tmp_path / "training01", "training01_01")
+    _isbi_tp(tmp_path / "training02", "training02_01", masks=("mask1",))
+    missing = tmp_path / "training02" / "masks" / "training02_01_mask2.nii"
+    with pytest.raises(
+        ValueError,
+        match=rf"isbi2015 consensus of time point training02_01 needs {re.escape(str(missing))}\[\.gz\], "
+        r"which is missing \(while .*training02_01_mask1.nii exists\)",
+    ):
+        write_isbi_consensus(tmp_path)
+    assert not list(tmp_path.rglob("*consensus*"))
+    # the raters' masks on two grids
+    _isbi_tp(tmp_path / "training02", "training02_01", masks=())
+    _save(missing, _mask(3), affine=np.eye(4))
+    with pytest.raises(ValueError, match="_01_mask1.nii and .*training02_01_mask2.nii are not on the same"):
+        write_isbi_consensus(tmp_path)
 
 
 def test_isbi2015_a_missing_raters_mask_names_the_file(tmp_path):
@@ -365,6 +406,10 @@ def test_cli_datalist_passes_layout_options(tmp_path):
         ]
         return subprocess.run(cmd, capture_output=True, text=True)
 
+    proc = cli("-o", str(out), "--folds", "1", "--rater", "consensus")
+    assert proc.returncode == 1 and f"brainbundles isbi-consensus -i {tmp_path}" in proc.stderr
+    assert not out.exists()
+    write_isbi_consensus(tmp_path)
     proc = cli("-o", str(out), "--folds", "1", "--rater", "consensus")
     assert proc.returncode == 0, proc.stderr
     dl = json.loads(out.read_text())

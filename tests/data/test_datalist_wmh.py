@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from brainbundles.data import check_case, make_datalist
-from brainbundles.data.datalist import LAYOUTS, WMH_LABELS
+from brainbundles.data.datalist import LAYOUTS
+from brainbundles.data.labels import WMH_LABELS
 
 SHAPE = (4, 4, 4)
 

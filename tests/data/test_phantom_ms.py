@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from brainbundles.data import make_datalist
-from brainbundles.data.datalist import MS_CHANNELS, MS_LABELS
+from brainbundles.data.labels import MS_CHANNELS, MS_LABELS
 from brainbundles.data.phantom import PHANTOM_TASKS, Phantom, make_phantom, write_phantom_dataset
 
 SHAPE, SPACING = (64, 76, 64), (1.5, 1.5, 1.5)

@@ -12,8 +12,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from brainbundles.data import make_datalist
-from brainbundles.data.datalist import BRATS_LABELS
-from brainbundles.data.labels import from_internal
+from brainbundles.data.labels import BRATS_LABELS, from_internal
 from brainbundles.data.phantom import PHANTOM_TASKS, Phantom, make_phantom, write_phantom_dataset
 
 # the real brain's field of view (160 x 192 x 160 mm) at 2 mm

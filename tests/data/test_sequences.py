@@ -11,9 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainbundles.data import InputError, check_case, inference_items, make_datalist
+from brainbundles.data import check_case, inference_items, make_datalist
 from brainbundles.data.labels import LABEL_CONVENTIONS, convention_values, from_internal, to_internal
 from brainbundles.data.sequences import group_sequences, match_sequence, normalise_channel
+from brainbundles.errors import InputError
 
 BRATS = ["T1", "T1c", "T2", "FLAIR"]
 

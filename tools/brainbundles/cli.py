@@ -137,6 +137,15 @@ def _datalist(args: argparse.Namespace) -> str:
     )
 
 
+def _isbi_consensus(args: argparse.Namespace) -> str:
+    from brainbundles.data.datalist import write_isbi_consensus
+
+    root = _one_input(args, "data set folder")
+    n = len(write_isbi_consensus(root))
+    where = "<subject>/masks/<time point>_consensus.nii.gz"
+    return f"wrote {n} consensus mask{'' if n == 1 else 's'} ({where}) under {root}"
+
+
 def _demo(args: argparse.Namespace) -> str:
     from brainbundles.demo import run_demo
     from brainbundles.paths import BUNDLE_NAMES
@@ -360,11 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _opt(p, "--test-fraction", type=float, default=0.0, help="labelled cases moved to testing (0 <= f < 1)")
     p.add_argument("--channels", nargs="+", help="channel names (default: the layout's)")
-    p.add_argument("--rater", help="isbi2015: mask1, mask2 or consensus")
+    p.add_argument("--rater", help="isbi2015: mask1, mask2 or consensus (written first by isbi-consensus)")
     p.add_argument("--label", help="ibsr18: which label files (default auto)")
     _opt(p, "--images-dir", help="folder layout: the images' subfolder (default images)")
     _opt(p, "--labels-dir", help="folder layout: the labels' subfolder (default labels)")
     p.add_argument("--labels", help='folder layout: label names as JSON, e.g. \'{"1": "lesion"}\'')
+
+    p = command(
+        "isbi-consensus",
+        _isbi_consensus,
+        "Write the ISBI 2015 raters' consensus masks (the voxels both marked) next to their masks, for "
+        "datalist isbi2015 --rater consensus.",
+    )
+    _input(p, "the ISBI 2015 data set folder", required=True)
 
     p = command(
         "demo",

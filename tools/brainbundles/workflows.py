@@ -309,7 +309,7 @@ def run_inference(
     """Run the bundle's ``inference`` workflow in this process on ``inputs`` (files or folders) or on
     the ``testing`` cases of ``datalist``. ``bundle`` is anything :func:`find_bundle` takes (a
     download is verified first; ``sha256`` and ``trust`` are for a URL). Bad cases are reported and
-    skipped, the good ones written; then :class:`brainbundles.data.InputError` is raised if any case
+    skipped, the good ones written; then :class:`brainbundles.errors.InputError` is raised if any case
     was bad. A missing bundle file (weights, Nyúl landmarks) raises ``FileNotFoundError`` naming it."""
 
     out = Path(output_dir).expanduser()

@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from brainbundles.data.checks import InputError, check_case
+from brainbundles.data.checks import check_case
 from brainbundles.data.sequences import (
     group_sequences,
     match_files,
@@ -17,6 +17,7 @@ from brainbundles.data.sequences import (
     normalise_channel,
     split_named_input,
 )
+from brainbundles.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "case_id", "inference_items", "load_fold", "read_datalist"]
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from brainbundles.data.labels import convention_values
 from brainbundles.data.sequences import normalise_channel
+from brainbundles.errors import InputError
 
 __all__ = [
     "AFFINE_ATOL_MM",
@@ -73,10 +74,6 @@ _GZIP_MAX_RATIO = 1032
 _SLAB_ELEMENTS = 1 << 22
 
 PathLike = str | os.PathLike
-
-
-class InputError(ValueError):
-    """A bad input case; the message always starts with the offending file path."""
 
 
 # ---------------------------------------------------------------------------------------------- paths

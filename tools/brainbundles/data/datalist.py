@@ -25,11 +25,14 @@ Splitting (all reproducible from ``seed``):
 4. cases a layout gives a fixed fold (``ibsr18`` MAIA split: the reference study's held-back IBSR_07 and
    IBSR_16 are fold 0) keep it; the remaining cases are shuffled with the same generator
    (``rng.permutation``) and dealt round-robin to the folds no fixed case uses (to all folds when every
-   fold has one), so those folds' sizes differ by at most one.
+   fold has one), so those folds' sizes differ by at most one (:func:`brainbundles.data.folds.assign_folds`,
+   which deals the phantom data sets' folds too).
 
 Layouts are functions registered in :data:`LAYOUTS` (see :func:`register_layout`): ``ibsr18``, ``folder``,
 ``brats``, ``brats2023``, ``msd_task01``, ``wmh``, the MS lesion layouts ``isbi2015``, ``msseg2016`` and
 ``ms_open``, and ``phantom``; adding one is one decorated function returning a :class:`LayoutResult`.
+Layouts only read the data set: the ISBI 2015 raters' consensus masks (``rater="consensus"``) are written
+beforehand, as a step of its own, by :func:`write_isbi_consensus` (``brainbundles isbi-consensus``).
 """
 
 from __future__ import annotations
@@ -39,37 +42,41 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
-from brainbundles.data.labels import convention_names
+from brainbundles.data.folds import assign_folds
+from brainbundles.data.labels import (
+    BRATS_CHANNELS,
+    BRATS_LABELS,
+    IBSR_CHANNELS,
+    IBSR_TISSUE_LABELS,
+    MS_CHANNELS,
+    MS_LABELS,
+    MS_REQUIRED_CHANNELS,
+    MSD_TASK01_CHANNELS,
+    WMH_CHANNELS,
+    WMH_LABELS,
+)
 from brainbundles.data.sequences import normalise_channel
-from brainbundles.fileio import write_json_atomic
+from brainbundles.fileio import atomic_write, write_json_atomic
 
 __all__ = [
-    "BRATS_CHANNELS",
-    "BRATS_LABELS",
     "IBSR_REFERENCE_VALIDATION",
-    "IBSR_TISSUE_LABELS",
     "LAYOUTS",
-    "MSD_TASK01_CHANNELS",
-    "MS_CHANNELS",
-    "MS_LABELS",
-    "WMH_LABELS",
     "Case",
     "LayoutResult",
     "make_datalist",
     "register_layout",
+    "write_isbi_consensus",
 ]
 
 logger = logging.getLogger("brainbundles")
-
-#: labels of IBSR's 3-class ``_segTRI_ana`` files
-IBSR_TISSUE_LABELS = {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}
 
 NIFTI_EXTS = (".nii.gz", ".nii")
 
@@ -240,7 +247,7 @@ def _layout_ibsr18(root: Path, channels: Sequence[str] | None = None, label: str
     since 3-class and structure labels cannot be trained together. ``labels`` is the tissue set when
     ``_segTRI`` files are used, and unknown (absent) for ``_seg_ana`` files.
     """
-    channels = _check_channels(channels, ["T1"], "ibsr18")
+    channels = _check_channels(channels, list(IBSR_CHANNELS), "ibsr18")
     if label != "auto" and label not in _IBSR_LABEL_KINDS:
         raise ValueError(
             f"ibsr18 layout: label={label!r}, expected 'auto' or one of {list(_IBSR_LABEL_KINDS)}"
@@ -414,17 +421,6 @@ def _layout_folder(
     )
 
 
-#: BraTS channels in the bundles' order, and the file-name suffixes each is found under
-BRATS_CHANNELS: dict[str, tuple[str, ...]] = {
-    "T1": ("t1", "t1n"),
-    "T1c": ("t1ce", "t1c", "t1post", "t1gd"),
-    "T2": ("t2", "t2w"),
-    "FLAIR": ("flair", "t2f"),
-}
-#: label values of the BraTS conventions (the datalist records which one a data set uses)
-BRATS_LABELS = {name: convention_names(name) for name in ("brats2019", "brats2023", "msd_task01")}
-
-
 def _brats_cases(root: Path, layout: str, sep: str) -> list[Case]:
     """``<root>/<case>/<case><sep><suffix>.nii[.gz]``, one file per channel (any listed suffix), plus
     ``<case><sep>seg``. A case folder missing a channel, or holding two files for one, is an error."""
@@ -488,10 +484,6 @@ def _layout_brats2023(root: Path, channels: Sequence[str] | None = None) -> Layo
     )
 
 
-#: Decathlon Task01 channel order (its dataset.json "modality"), used when dataset.json is absent
-MSD_TASK01_CHANNELS = ("FLAIR", "T1", "T1c", "T2")
-
-
 @register_layout("msd_task01")
 def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> LayoutResult:
     """Medical Segmentation Decathlon Task01_BrainTumour: ``imagesTr/BRATS_001.nii.gz`` (4D: FLAIR, T1w,
@@ -536,13 +528,6 @@ def _layout_msd_task01(root: Path, channels: Sequence[str] | None = None) -> Lay
         labels=BRATS_LABELS["msd_task01"],
         label_convention="msd_task01",
     )
-
-
-#: labels of the MICCAI 2017 WMH segmentation challenge's ``wmh.nii.gz`` files (2 = other pathology, which
-#: the challenge excludes from its evaluation)
-WMH_LABELS = {"0": "background", "1": "WMH", "2": "other pathology"}
-#: WMH channels in the bundle's order (FLAIR first: the challenge's reference grid)
-_WMH_CHANNELS = ("FLAIR", "T1")
 
 
 def _case_dirs(root: Path, is_case: Callable[[Path], bool]) -> list[Path]:
@@ -591,12 +576,12 @@ def _layout_wmh(root: Path, channels: Sequence[str] | None = None) -> LayoutResu
     without ``pre/T1`` is an error. The ``orig/`` folder and other ``pre/`` files (``3DT1``) are ignored.
     Labels: 1 WMH, 2 other pathology.
     """
-    channels = _check_channels(channels, list(_WMH_CHANNELS), "wmh")
+    channels = _check_channels(channels, list(WMH_CHANNELS), "wmh")
     cases: list[Case] = []
     for d in _wmh_case_dirs(root):
         cid = _path_id(d, root)
         image = []
-        for channel in _WMH_CHANNELS:
+        for channel in WMH_CHANNELS:
             f = _first_existing([d / "pre" / f"{channel}{ext}" for ext in NIFTI_EXTS])
             if f is None:
                 raise ValueError(
@@ -612,21 +597,13 @@ def _layout_wmh(root: Path, channels: Sequence[str] | None = None) -> LayoutResu
     return LayoutResult(cases=cases, channels=channels, name="WMH2017", labels=dict(WMH_LABELS))
 
 
-#: labels of the MS lesion masks (ISBI 2015, MSSEG 2016, the open MS data of Lesjak et al.)
-MS_LABELS = {"0": "background", "1": "lesion"}
-#: MS channels in the bundle's order (FLAIR first); FLAIR and T1 must be in every case, the others may be
-#: missing (a case then names the channels it has, in file order, in its item's ``"channels"``)
-MS_CHANNELS = ("FLAIR", "T1", "T2", "PD", "T1Gd")
-_MS_REQUIRED = ("FLAIR", "T1")
-
-
 def _ms_case(
     layout: str, cid: str, found: Mapping[str, Path], label: Path | None, folder: Path, expect: str
 ) -> Case:
     """A case from its ``{channel: file}``: FLAIR and T1 required (a ValueError names ``folder`` and the
     files ``expect``-ed), the files in :data:`MS_CHANNELS` order, and ``channels`` set when some are
     missing."""
-    missing = [c for c in _MS_REQUIRED if c not in found]
+    missing = [c for c in MS_REQUIRED_CHANNELS if c not in found]
     if missing:
         raise ValueError(
             f"{layout} layout: case {cid} in folder {folder} has no {' and no '.join(missing)} image "
@@ -664,21 +641,41 @@ def _isbi_images(folder: Path) -> dict[str, dict[str, Path]]:
     return out
 
 
+def _isbi_time_points(root: Path) -> Iterator[tuple[Path, str, dict[str, Path]]]:
+    """``(subject folder, time point, {channel: file})`` of every ISBI time point under ``root``: subjects
+    (folders whose ``preprocessed/`` holds ``<tp>_<seq>_pp`` files, at any depth) sorted, then time points."""
+    for d in _case_dirs(root, lambda d: bool(_isbi_images(d / "preprocessed"))):
+        for tp, found in sorted(_isbi_images(d / "preprocessed").items()):
+            yield d, tp, found
+
+
+def _isbi_masks(masks: Path, tp: str, wanted: Sequence[str], who: str) -> dict[str, Path] | None:
+    """The ``wanted`` raters' masks ``<masks>/<tp>_<rater>.nii[.gz]`` of a time point, or None when it has
+    neither rater's mask (a test time point); a ValueError starting with ``who`` names a wanted mask that is
+    missing while the other rater's exists."""
+    mask = {r: _first_existing([masks / f"{tp}_{r}{ext}" for ext in NIFTI_EXTS]) for r in ("mask1", "mask2")}
+    if all(m is None for m in mask.values()):
+        return None
+    found = {}
+    for r in wanted:
+        m = mask[r]
+        if m is None:
+            other = mask["mask2" if r == "mask1" else "mask1"]
+            raise ValueError(
+                f"{who} needs {masks / f'{tp}_{r}.nii'}[.gz], which is missing (while {other} exists)"
+            )
+        found[r] = m
+    return found
+
+
 def _isbi_consensus(mask1: Path, mask2: Path, out: Path) -> Path:
     """Write ``out``: the voxels both raters marked (``mask1 > 0`` and ``mask2 > 0``), uint8 0/1, on
-    ``mask1``'s grid and with its header; kept as it is when newer than both masks. Written atomically
-    (a temporary file in the same folder, then renamed)."""
-    import nibabel as nib
-
-    from brainbundles.fileio import atomic_write
-
-    newest = max(mask1.stat().st_mtime, mask2.stat().st_mtime)
-    if out.is_file() and out.stat().st_mtime >= newest:
-        return out
+    ``mask1``'s grid and with its header. Written atomically (a temporary file in the same folder, then
+    renamed)."""
     a, b = nib.load(str(mask1)), nib.load(str(mask2))
     if a.shape != b.shape or not np.allclose(a.affine, b.affine, atol=1e-3):
         raise ValueError(
-            f"isbi2015 layout: {mask1} and {mask2} are not on the same voxel grid (shapes {a.shape} and "
+            f"isbi2015 consensus: {mask1} and {mask2} are not on the same voxel grid (shapes {a.shape} and "
             f"{b.shape}); cannot make their consensus"
         )
     data = ((np.asanyarray(a.dataobj) > 0) & (np.asanyarray(b.dataobj) > 0)).astype(np.uint8)
@@ -689,8 +686,43 @@ def _isbi_consensus(mask1: Path, mask2: Path, out: Path) -> Path:
     try:
         atomic_write(out, lambda tmp: nib.save(img, tmp))
     except OSError as e:
-        raise ValueError(f"isbi2015 layout: cannot write the consensus mask {out}: {e}") from e
+        raise ValueError(f"isbi2015 consensus: cannot write the consensus mask {out}: {e}") from e
     return out
+
+
+def write_isbi_consensus(root: str | Path) -> list[Path]:
+    """Write the raters' consensus masks of the ISBI 2015 data set under ``root`` (the ``isbi2015`` layout).
+
+    For every time point with both raters' masks, ``<subject>/masks/<tp>_consensus.nii.gz``: the voxels
+    **both** raters marked (the intersection of ``mask1 > 0`` and ``mask2 > 0``, not the union), uint8 0/1,
+    with mask1's affine and header; each written atomically (a temporary file in the same folder, then
+    renamed), replacing an existing one. Time points with neither mask (the test release) are skipped.
+    ``make_datalist("isbi2015", root, rater="consensus")`` lists these files and does not write them; the
+    command line's ``brainbundles isbi-consensus -i ROOT`` calls this.
+
+    Returns:
+        the consensus masks written, in subject and time point order.
+
+    Raises:
+        ValueError: ``root`` is not a folder, no time point under it has the raters' masks, a time point
+            has one rater's mask but not the other's (the missing file named; nothing is written then),
+            the two masks are not on one voxel grid, or a mask cannot be written.
+    """
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise ValueError(f"isbi2015 consensus: root {root} does not exist or is not a folder")
+    todo = []
+    for d, tp, _found in _isbi_time_points(root):
+        mask = _isbi_masks(d / "masks", tp, ("mask1", "mask2"), f"isbi2015 consensus of time point {tp}")
+        if mask is not None:
+            todo.append((mask["mask1"], mask["mask2"], d / "masks" / f"{tp}_consensus.nii.gz"))
+    if not todo:
+        raise ValueError(
+            "isbi2015 consensus: no time point with the raters' masks: searched for folders <subject>/"
+            "preprocessed/<tp>_flair_pp.nii with <subject>/masks/<tp>_mask1.nii and <tp>_mask2.nii (.nii or "
+            f".nii.gz), at any depth, under root {root}"
+        )
+    return [_isbi_consensus(mask1, mask2, out) for mask1, mask2, out in todo]
 
 
 @register_layout("isbi2015")
@@ -705,42 +737,32 @@ def _layout_isbi2015(root: Path, channels: Sequence[str] | None = None, rater: s
     optional (ISBI has no T1Gd, so every item names its channels). The ``orig/`` folder is ignored.
 
     Option ``rater``: ``"mask1"`` (default) or ``"mask2"``, that rater's mask; or ``"consensus"``, the voxels
-    **both** raters marked (the intersection of ``mask1 > 0`` and ``mask2 > 0``, not the union), written as
-    ``masks/<tp>_consensus.nii.gz`` (uint8 0/1, with mask1's affine and header; atomically, and only when
-    absent or older than either mask) since a datalist points at files. A time point with neither mask has
-    no label (it goes to "testing"); one with only the other rater's mask is an error naming the missing
-    file. Labels: 1 lesion.
+    **both** raters marked, ``masks/<tp>_consensus.nii[.gz]``, which :func:`write_isbi_consensus`
+    (``brainbundles isbi-consensus -i ROOT``) writes beforehand: listing writes nothing, and a labelled time
+    point without its consensus mask is an error naming the file and that command. A time point with
+    neither rater's mask has no label (it goes to "testing"); one with only the other rater's mask is an
+    error naming the missing file. Labels: 1 lesion.
     """
     channels = _check_channels(channels, list(MS_CHANNELS), "isbi2015")
     if rater not in _ISBI_RATERS:
         raise ValueError(f"isbi2015 layout: rater={rater!r}, expected one of {list(_ISBI_RATERS)}")
+    wanted = ("mask1", "mask2") if rater == "consensus" else (rater,)
     cases: list[Case] = []
-    for d in _case_dirs(root, lambda d: bool(_isbi_images(d / "preprocessed"))):
+    for d, tp, found in _isbi_time_points(root):
         pre, masks = d / "preprocessed", d / "masks"
-        for tp, found in sorted(_isbi_images(pre).items()):
-            case = _ms_case(
-                "isbi2015", tp, found, None, pre, f"{tp}_flair_pp.nii[.gz], {tp}_mprage_pp.nii[.gz]"
-            )
-            mask = {
-                r: _first_existing([masks / f"{tp}_{r}{ext}" for ext in NIFTI_EXTS])
-                for r in ("mask1", "mask2")
-            }
-            wanted = ("mask1", "mask2") if rater == "consensus" else (rater,)
-            if any(m is not None for m in mask.values()):
-                for r in wanted:
-                    if mask[r] is None:
-                        other = mask["mask2" if r == "mask1" else "mask1"]
-                        raise ValueError(
-                            f"isbi2015 layout: rater={rater!r} needs {masks / f'{tp}_{r}.nii'}[.gz], which is "
-                            f"missing (while {other} exists)"
-                        )
-                if rater == "consensus":
-                    case.label = _isbi_consensus(
-                        mask["mask1"], mask["mask2"], masks / f"{tp}_consensus.nii.gz"
-                    )
-                else:
-                    case.label = mask[rater]
-            cases.append(case)
+        case = _ms_case("isbi2015", tp, found, None, pre, f"{tp}_flair_pp.nii[.gz], {tp}_mprage_pp.nii[.gz]")
+        mask = _isbi_masks(masks, tp, wanted, f"isbi2015 layout: rater={rater!r}")
+        if mask is not None and rater == "consensus":
+            case.label = _first_existing([masks / f"{tp}_consensus{ext}" for ext in NIFTI_EXTS])
+            if case.label is None:
+                raise ValueError(
+                    f"isbi2015 layout: rater='consensus' needs {masks / f'{tp}_consensus.nii.gz'}, which is "
+                    f"missing: write the consensus masks first with `brainbundles isbi-consensus -i {root}` "
+                    "(brainbundles.data.write_isbi_consensus)"
+                )
+        elif mask is not None:
+            case.label = mask[rater]
+        cases.append(case)
     if not cases:
         raise ValueError(
             "isbi2015 layout: no cases found: searched for folders <subject>/preprocessed/<tp>_flair_pp.nii "
@@ -807,8 +829,10 @@ def _open_ms_is_case(folder: Path) -> bool:
     """FLAIR and T1 both, or one of them with another sequence or the label (a case missing the other:
     an error later, rather than a silently skipped folder)."""
     found, label = _open_ms_files(folder)
-    required = [c for c in _MS_REQUIRED if c in found]
-    return len(required) == len(_MS_REQUIRED) or (bool(required) and (len(found) > 1 or label is not None))
+    required = [c for c in MS_REQUIRED_CHANNELS if c in found]
+    return len(required) == len(MS_REQUIRED_CHANNELS) or (
+        bool(required) and (len(found) > 1 or label is not None)
+    )
 
 
 @register_layout("ms_open")
@@ -984,8 +1008,7 @@ def make_datalist(
         fold_of.update(fixed)
         free = [f for f in range(folds) if f not in fixed.values()] or list(range(folds))
         rest = [c for c in pool if c.case not in fixed]
-        for rank, i in enumerate(rng.permutation(len(rest))):
-            fold_of[rest[int(i)].case] = free[rank % len(free)]
+        fold_of.update(zip((c.case for c in rest), assign_folds(len(rest), free, rng), strict=True))
     else:
         logger.warning(
             "layout %r: no labelled cases under %s, the datalist has testing cases only", layout, root

@@ -18,6 +18,13 @@ output in the convention the user asks for.
 
 The BraTS evaluation regions (Menze et al., IEEE TMI 2015; Bakas et al. 2018) in internal values:
 whole tumour (WT) = 1, 2, 3; tumour core (TC) = 1, 3; enhancing tumour (ET) = 3.
+
+Each task's label names (Decathlon form, ``{"value": "name"}``) and channels (in the bundles' order) are
+here too, for the datalist layouts (:mod:`brainbundles.data.datalist`) and the phantoms
+(:mod:`brainbundles.data.phantom`) alike: tissue (:data:`IBSR_CHANNELS`, :data:`IBSR_TISSUE_LABELS`,
+:data:`PHANTOM_LABELS`), brain tumour (:data:`BRATS_CHANNELS`, :data:`MSD_TASK01_CHANNELS`,
+:data:`BRATS_LABELS`), white-matter hyperintensities (:data:`WMH_CHANNELS`, :data:`WMH_LABELS`) and MS
+lesions (:data:`MS_CHANNELS`, :data:`MS_REQUIRED_CHANNELS`, :data:`MS_LABELS`).
 """
 
 from __future__ import annotations
@@ -27,9 +34,20 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
+    "BRATS_CHANNELS",
     "BRATS_INTERNAL_LABELS",
+    "BRATS_LABELS",
     "BRATS_REGIONS",
+    "IBSR_CHANNELS",
+    "IBSR_TISSUE_LABELS",
     "LABEL_CONVENTIONS",
+    "MSD_TASK01_CHANNELS",
+    "MS_CHANNELS",
+    "MS_LABELS",
+    "MS_REQUIRED_CHANNELS",
+    "PHANTOM_LABELS",
+    "WMH_CHANNELS",
+    "WMH_LABELS",
     "convention_names",
     "convention_values",
     "from_internal",
@@ -104,3 +122,39 @@ def from_internal(label: np.ndarray, convention: str) -> np.ndarray:
     """Map an internal label array to ``convention`` (uint8)."""
     inverse = {v: k for k, v in _convention(convention).items()}
     return _lookup(inverse, label, "internal numbering")
+
+
+# ----------------------------------------------------------------------------------- task labels and channels
+
+#: label values of the BraTS conventions (the datalist records which one a data set uses)
+BRATS_LABELS = {name: convention_names(name) for name in ("brats2019", "brats2023", "msd_task01")}
+#: BraTS channels in the bundles' order, and the file-name suffixes each is found under
+BRATS_CHANNELS: dict[str, tuple[str, ...]] = {
+    "T1": ("t1", "t1n"),
+    "T1c": ("t1ce", "t1c", "t1post", "t1gd"),
+    "T2": ("t2", "t2w"),
+    "FLAIR": ("flair", "t2f"),
+}
+#: Decathlon Task01 channel order (its dataset.json "modality"), used when dataset.json is absent
+MSD_TASK01_CHANNELS = ("FLAIR", "T1", "T1c", "T2")
+
+#: the channel of the tissue (IBSR18) data: a T1-weighted scan
+IBSR_CHANNELS = ("T1",)
+#: labels of IBSR's 3-class ``_segTRI_ana`` files
+IBSR_TISSUE_LABELS = {"0": "background", "1": "CSF", "2": "GM", "3": "WM"}
+#: the label values of the phantoms' tissue map (``brainbundles.data.phantom.Phantom.label``): IBSR's
+PHANTOM_LABELS: dict[str, str] = dict(IBSR_TISSUE_LABELS)
+
+#: labels of the MICCAI 2017 WMH segmentation challenge's ``wmh.nii.gz`` files (2 = other pathology, which
+#: the challenge excludes from its evaluation)
+WMH_LABELS = {"0": "background", "1": "WMH", "2": "other pathology"}
+#: WMH channels in the bundle's order (FLAIR first: the challenge's reference grid)
+WMH_CHANNELS = ("FLAIR", "T1")
+
+#: labels of the MS lesion masks (ISBI 2015, MSSEG 2016, the open MS data of Lesjak et al.)
+MS_LABELS = {"0": "background", "1": "lesion"}
+#: MS channels in the bundle's order (FLAIR first); FLAIR and T1 must be in every case, the others may be
+#: missing (a case then names the channels it has, in file order, in its item's ``"channels"``)
+MS_CHANNELS = ("FLAIR", "T1", "T2", "PD", "T1Gd")
+#: the MS channels every case must have
+MS_REQUIRED_CHANNELS = ("FLAIR", "T1")

@@ -22,7 +22,7 @@ from monai.transforms import MapTransform
 from scipy import ndimage
 
 from brainbundles.bundle.weights import find_weights, fold_weights
-from brainbundles.data.checks import InputError
+from brainbundles.errors import InputError
 from brainbundles.fileio import atomic_write, save_like, sha256_file, write_json_atomic
 from brainbundles.visualize import save_overlay_png
 
