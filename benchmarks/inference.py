@@ -56,7 +56,7 @@ from brainbundles.paths import BUNDLE_NAMES
 from brainbundles.workflows import copy_bundle, resolve_bundle, run_inference
 
 GRIDS = {  # task: (grid shape, brain shape) in 1 mm voxels; brain sizes of the real scans in ../shared/data
-    "brats": ((240, 240, 155), (136, 176, 132)),
+    "tumour": ((240, 240, 155), (136, 176, 132)),
     "tissue": ((182, 218, 182), (136, 172, 140)),
 }
 
@@ -113,7 +113,7 @@ def _peak_gb() -> float:
 
 
 def _regions(label: np.ndarray, task: str, convention: str | None) -> dict[str, np.ndarray]:
-    if task == "brats":
+    if task == "tumour":
         internal = to_internal(label, convention)
         return {r: np.isin(internal, values) for r, values in BRATS_REGIONS.items()}
     return {str(v): label == v for v in np.unique(label) if v != 0}
@@ -167,7 +167,7 @@ def main() -> None:
             *images, truth = _padded_phantom(
                 task, tmp, tuple(args.shape or grid), tuple(args.brain_shape or brain)
             )
-            truth_convention = "brats2019" if task == "brats" else None  # the phantoms' BraTS 2019 layout
+            truth_convention = "brats2019" if task == "tumour" else None  # the phantoms' BraTS 2019 layout
         first = nib.load(images[0])
         shape = first.shape[:3]
         divisor = int(getattr(parser.get_parsed_content("network_def"), "divisor", 1))

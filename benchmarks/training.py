@@ -33,7 +33,7 @@ from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.paths import BUNDLE_NAMES, config_files
 from brainbundles.workflows import copy_bundle, resolve_bundle
 
-BRAIN = {"brats": (136, 176, 132), "tissue": (136, 172, 140)}  # 1 mm brain sizes of the real scans
+BRAIN = {"tumour": (136, 176, 132), "tissue": (136, 172, 140)}  # 1 mm brain sizes of the real scans
 
 
 def main() -> None:

@@ -208,7 +208,7 @@ def test_sequence_problems_of_a_multichannel_bundle_are_one_line_errors(tissue, 
     """The tumour bundle given a misspelt sequence name, and the same file as T1 and T1c."""
     brats = untrained_export(
         tmp_path / "brain_tumour_mri_segmentation",
-        "brats",
+        "tumour",
         {"network_def#init_filters": 8, "patch_size": [32, 32, 32]},
         export=False,
     )

@@ -144,7 +144,7 @@ torch.save(program(x), sys.argv[3])
 def test_exported_program_runs_without_brainbundles(task, tmp_path, untrained_export):
     overrides = {
         "tissue": None,
-        "brats": {"network_def#init_filters": 8, "patch_size": [32, 32, 32]},
+        "tumour": {"network_def#init_filters": 8, "patch_size": [32, 32, 32]},
         "wmh": {"network_def#features": [4, 8, 16], "patch_size": [32, 32, 32]},
         "ms": {"network_def#features": [4, 8, 16], "patch_size": [32, 32, 32]},
     }[task]

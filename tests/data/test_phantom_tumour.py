@@ -1,4 +1,4 @@
-"""Tests of the tumour phantoms of brainbundles.data.phantom (``make_phantom(..., tumour=True)``, task "brats")."""
+"""Tests of the tumour phantoms of brainbundles.data.phantom (``make_phantom(..., tumour=True)``, task "tumour")."""
 
 from __future__ import annotations
 
@@ -260,11 +260,11 @@ def test_same_tumour_at_another_resolution(labels):
 # ------------------------------------------------------------------------------------------------ data set
 
 
-def test_write_phantom_dataset_brats(tmp_path):
-    assert "brats" in PHANTOM_TASKS
+def test_write_phantom_dataset_tumour(tmp_path):
+    assert "tumour" in PHANTOM_TASKS
     shape, spacing = (40, 48, 40), (4.0, 4.0, 4.0)
     out = write_phantom_dataset(
-        "brats", tmp_path / "b", cases=4, seed=2, shape=shape, spacing=spacing, test_cases=1, folds=2
+        "tumour", tmp_path / "b", cases=4, seed=2, shape=shape, spacing=spacing, test_cases=1, folds=2
     )
     ids = [f"BraTS_phantom_{i:03d}" for i in range(1, 6)]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ids
@@ -291,7 +291,7 @@ def test_write_phantom_dataset_brats(tmp_path):
     assert seen >= {0, 2, 4}
 
     manifest = json.loads((out / "phantom.json").read_text())
-    assert manifest["task"] == "brats" and manifest["layout"] == "brats"
+    assert manifest["task"] == "tumour" and manifest["layout"] == "brats"
     assert manifest["channels"] == ["T1", "T1c", "T2", "FLAIR"]
     assert manifest["labels"] == BRATS_LABELS["brats2019"]
     assert manifest["label_convention"] == "brats2019"

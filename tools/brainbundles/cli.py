@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         _phantom,
         "Write synthetic brain phantoms in a real dataset's layout, with a datalist.json.",
     )
-    p.add_argument("task", nargs="?", default="tissue", help="brats, wmh, tissue or ms (default tissue)")
+    p.add_argument("task", nargs="?", default="tissue", help="tissue, tumour, wmh or ms (default tissue)")
     _output(p, "the data set folder to write (default phantoms)", "phantoms")
     p.add_argument("--cases", type=int, default=10, help="labelled (training) cases (default 10)")
     _opt(p, "--test-cases", type=int, default=0, help="extra cases listed for testing (default 0)")
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         _demo,
         "Make phantoms, train the task's bundle on the CPU, infer on held-out phantoms and evaluate.",
     )
-    p.add_argument("task", nargs="?", default="tissue", help="brats, wmh, tissue or ms (default tissue)")
+    p.add_argument("task", nargs="?", default="tissue", help="tissue, tumour, wmh or ms (default tissue)")
     _output(p, "the demo's folder (default demo_<task>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _set(p)
 
     p = command("infer", _infer, "Segment scans with a bundle (a folder, a task name or a URL).")
-    p.add_argument("bundle", help="bundle folder, task name (tissue, brats, wmh, ms) or URL")
+    p.add_argument("bundle", help="bundle folder, task name (tissue, tumour, wmh, ms) or URL")
     _input(p, "a scan, a folder of scans, or for several sequences NAME=FILE (flair=F.nii.gz); repeatable")
     _output(p, "the folder to write into (default output)", "output")
     p.add_argument("--datalist", help="segment the testing cases of this datalist instead of --input")

@@ -68,7 +68,7 @@ DEMO_PROFILES: dict[str, dict] = {
             "num_workers": 0,
         },
     },
-    "brats": {
+    "tumour": {
         "phantom": {
             "cases": 16,
             "test_cases": 4,
@@ -128,7 +128,7 @@ _HALF_UNET = {"network_def#features": [8, 16, 32, 64]}
 #: scores are below the full demo's (the bundle READMEs give both).
 QUICK_PROFILES: dict[str, dict] = {
     "tissue": _quick((48, 56, 48), 2.0, _HALF_UNET),
-    "brats": _quick(
+    "tumour": _quick(
         (48, 59, 48),
         3.0,
         {"network_def#init_filters": 8},
@@ -146,7 +146,7 @@ def _evaluate(task: str, items: list[dict], pred_dir: Path, out_dir: Path, parse
     (tumour: per region), keyed by class or region name; for a lesion task the metrics
     :data:`LESION_TASKS` names, of the lesion class (label 1)."""
 
-    if task == "brats":
+    if task == "tumour":
         report = evaluate_brats_items(items, pred_dir, out_dir, pred_convention=parser["output_convention"])
     elif task in LESION_TASKS:
         name = parser["label_names"]["1"]

@@ -34,7 +34,7 @@ __all__ = [
 #: task name -> bundle folder name
 BUNDLE_NAMES = {
     "tissue": "brain_tissue_mri_segmentation",
-    "brats": "brain_tumour_mri_segmentation",
+    "tumour": "brain_tumour_mri_segmentation",
     "wmh": "wmh_mri_segmentation",
     "ms": "ms_lesion_mri_segmentation",
 }

@@ -57,7 +57,7 @@ def resolve_bundle(bundle: str | os.PathLike) -> Path:
         known = ", ".join(sorted(BUNDLE_NAMES.values()))
         raise ValueError(
             f"bundle: {bundle} is neither a bundle folder (configs/metadata.json and configs/inference.json) "
-            f"nor a known bundle ({known})"
+            f"nor a known bundle ({known}) or task ({', '.join(BUNDLE_NAMES)})"
         )
     return root.resolve()
 

@@ -5,7 +5,7 @@ any of the contrasts in :data:`CONTRASTS`; with ``tumour=True`` also a brain tum
 label map, with ``wmh=True`` white-matter hyperintensities (WMH challenge-like) and theirs, with ``ms=True``
 multiple-sclerosis lesions (MSSEG-like) and their mask.
 :func:`write_phantom_dataset` writes a whole data set on disk in the layout of a real one (``"tissue"``:
-IBSR18; ``"brats"``: BraTS 2018-2021; ``"wmh"``: the MICCAI 2017 WMH challenge; ``"ms"``: the MICCAI 2016
+IBSR18; ``"tumour"``: BraTS 2018-2021; ``"wmh"``: the MICCAI 2017 WMH challenge; ``"ms"``: the MICCAI 2016
 MSSEG challenge), with a manifest and a MONAI (Decathlon-style) datalist.
 
 The package holds one module a job: :mod:`~brainbundles.data.phantom.anatomy` (the healthy brain),

@@ -1,6 +1,6 @@
 """Phantom data sets on disk: :func:`write_phantom_dataset`.
 
-It writes a whole data set in the layout of a real one (``"tissue"``: IBSR18; ``"brats"``: BraTS 2018-2021;
+It writes a whole data set in the layout of a real one (``"tissue"``: IBSR18; ``"tumour"``: BraTS 2018-2021;
 ``"wmh"``: the MICCAI 2017 WMH challenge; ``"ms"``: the MICCAI 2016 MSSEG challenge), with a manifest and a
 MONAI (Decathlon-style) datalist whose folds are dealt as :func:`brainbundles.data.datalist.make_datalist`
 deals them (:func:`brainbundles.data.folds.assign_folds`).
@@ -149,8 +149,8 @@ def _ms_label(p: Phantom) -> np.ndarray:
 
 _TASKS: dict[str, _Task] = {
     "tissue": _Task(name="tissue", layout="ibsr18", contrasts=("t1",), labels=PHANTOM_LABELS),
-    "brats": _Task(
-        name="brats",
+    "tumour": _Task(
+        name="tumour",
         layout="brats",
         contrasts=("t1", "t1c", "t2", "flair"),
         labels=BRATS_LABELS["brats2019"],
@@ -217,7 +217,7 @@ def write_phantom_dataset(
     ``"tissue"`` writes the IBSR18 layout: ``out/IBSR_01/IBSR_01_ana_strip.nii.gz`` (T1) and
     ``out/IBSR_01/IBSR_01_seg_ana.nii.gz`` (uint8 labels 0 background, 1 CSF, 2 GM, 3 WM), numbered
     ``01, 02, ...`` for ``cases + test_cases`` cases, the last ``test_cases`` being the held-out test set.
-    ``"brats"`` writes the BraTS 2018-2021 layout of tumour phantoms (``tumour=True``):
+    ``"tumour"`` writes the BraTS 2018-2021 layout of tumour phantoms (``tumour=True``):
     ``out/BraTS_phantom_001/BraTS_phantom_001_{t1,t1ce,t2,flair}.nii.gz`` (channels T1, T1c, T2, FLAIR
     rendered from the contrasts t1, t1c, t2, flair) and ``..._seg.nii.gz`` (uint8 labels in the BraTS 2019
     convention: 1 necrosis / non-enhancing core, 2 edema, 4 enhancing); the manifest, the datalist and
