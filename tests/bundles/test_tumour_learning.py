@@ -1,4 +1,4 @@
-"""Learning test: `brainbundles demo brats` must learn the tumour regions, quick (`--quick`, in the default
+"""Learning test: `brainbundles demo tumour` must learn the tumour regions, quick (`--quick`, in the default
 suite) and as the README runs it (`full`, marked `demo`: `python -m pytest -m demo`).
 
 It makes tumour phantoms, trains the BraTS bundle (SegResNet, region-based sigmoid outputs, sequence
@@ -21,9 +21,9 @@ THRESHOLDS = {"full": {"WT": 0.85, "TC": 0.75, "ET": 0.70}, "quick": {"WT": 0.70
 TIME_LIMIT_S = {"full": 900, "quick": 300}  # the demo must finish within 15 minutes on 2 cores
 
 
-def test_demo_brats_learns(tmp_path, demo_mode, run_demo_cli, demo_time_limit):
+def test_demo_tumour_learns(tmp_path, demo_mode, run_demo_cli, demo_time_limit):
     out = tmp_path / "demo"
-    metrics, _ = run_demo_cli("brats", out, demo_mode, "--no-missing-sequences")
+    metrics, _ = run_demo_cli("tumour", out, demo_mode, "--no-missing-sequences")
     dice = metrics["scores"]
     assert set(dice) == set(THRESHOLDS[demo_mode])
     for region, threshold in THRESHOLDS[demo_mode].items():
