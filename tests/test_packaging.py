@@ -4,6 +4,7 @@ this wheel in a fresh virtual environment and runs verify, package, download and
 (``.ci/run``)."""
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_holds_the_bundles_schema_and_config_source(tmp_path):
+    # built from a copy of the sources, so no build folder is left in (or reused from) the checkout
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("tools", "bundles"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -26,7 +34,7 @@ def test_the_wheel_holds_the_bundles_schema_and_config_source(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(src),
         ],
         check=True,
         cwd=tmp_path,
