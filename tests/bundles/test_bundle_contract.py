@@ -686,7 +686,12 @@ def _bad_lesion(task: str) -> Callable[[Path, Path, object], BadBatch]:
     return make
 
 
-BAD_BATCHES = {"tissue": _bad_tissue, "tumour": _bad_tumour, "wmh": _bad_lesion("wmh"), "ms": _bad_lesion("ms")}
+BAD_BATCHES = {
+    "tissue": _bad_tissue,
+    "tumour": _bad_tumour,
+    "wmh": _bad_lesion("wmh"),
+    "ms": _bad_lesion("ms"),
+}
 assert set(BAD_BATCHES) == set(CONTRACT)
 
 
