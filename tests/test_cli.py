@@ -45,9 +45,21 @@ def test_phantom_then_datalists(tmp_path):
     assert len(json.loads((tmp_path / "ibsr.json").read_text())["training"]) == 5
 
 
-def test_isbi_consensus_then_datalist(tmp_path):
+def test_isbi_consensus_then_datalist(tmp_path, capsys):
     """The ISBI 2015 consensus is a step of its own: the datalist names it when the masks are missing, the
-    command writes them (and says so in one line), then the datalist lists them."""
+    command writes them (and says so in one line), then the datalist lists them. (In-process: the other
+    tests run the command as a subprocess.)"""
+    from brainbundles.cli import main
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
     data = tmp_path / "isbi"
     for i, name in enumerate(("preprocessed/training01_01_flair_pp", "preprocessed/training01_01_mprage_pp",
                               "masks/training01_01_mask1", "masks/training01_01_mask2")):  # fmt: skip
@@ -57,25 +69,25 @@ def test_isbi_consensus_then_datalist(tmp_path):
     dl_path = tmp_path / "dl.json"
     datalist = ["datalist", "isbi2015", "-i", str(data), "-o", str(dl_path), "--folds", "1"]
     datalist += ["--rater", "consensus"]
-    proc = _cli(*datalist)
-    assert proc.returncode == 1 and f"brainbundles isbi-consensus -i {data}" in proc.stderr
+    code, _, err = cli(*datalist)
+    assert code == 1 and f"brainbundles isbi-consensus -i {data}" in err
     assert not dl_path.exists() and not list(data.rglob("*consensus*"))
 
-    proc = _cli("isbi-consensus", "-i", str(data))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == (
+    code, out, err = cli("isbi-consensus", "-i", str(data))
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == (
         f"wrote 1 consensus mask (<subject>/masks/<time point>_consensus.nii.gz) under {data}"
     )
     assert (data / "training01" / "masks" / "training01_01_consensus.nii.gz").is_file()
-    proc = _cli(*datalist)
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = cli(*datalist)
+    assert code == 0, err
     label = json.loads(dl_path.read_text())["training"][0]["label"]
     assert label == "training01/masks/training01_01_consensus.nii.gz"
 
-    proc = _cli("isbi-consensus", "-i", str(tmp_path / "nowhere"))
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
-    proc = _cli("isbi-consensus")
-    assert proc.returncode == 2 and "-i/--input" in proc.stderr
+    code, _, err = cli("isbi-consensus", "-i", str(tmp_path / "nowhere"))
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err
+    code, _, err = cli("isbi-consensus")
+    assert code == 2 and "-i/--input" in err
 
 
 def test_unknown_task_and_layout_are_clear_errors(tmp_path):

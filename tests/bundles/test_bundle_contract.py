@@ -36,7 +36,7 @@ import pytest
 import torch
 
 from brainbundles.bundle.configs import parse_bundle
-from brainbundles.bundle.verify import verify_configs, verify_metadata, verify_net_in_out
+from brainbundles.bundle.verify import verify_configs, verify_metadata
 from brainbundles.data.cases import inference_items
 from brainbundles.data.phantom import write_phantom_dataset
 from brainbundles.errors import InputError, TrainingProcessError
@@ -265,10 +265,10 @@ def test_configs_parse_and_references_resolve(task):
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_metadata_schema_and_network_in_out(task):
+def test_metadata_channels(task):
+    """The metadata's channels and classes (its schema and the network's shapes: the zoo's commands in
+    :func:`test_zoo_verify_commands`)."""
     c, bundle = CONTRACT[task], resolve_bundle(task)
-    verify_metadata(bundle)
-    verify_net_in_out(bundle, **c.net_in_out)
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]
     image = meta["inputs"]["image"]
     assert image["num_channels"] == len(image["channel_def"]) == c.in_channels
@@ -363,13 +363,14 @@ def test_zoo_inference_command_writes_the_scans_grid(task, zoo_bundle, tmp_path)
 
 @pytest.mark.parametrize("task", TASKS)
 def test_zoo_verify_commands(task, zoo_bundle, tmp_path):
-    """``verify_net_in_out`` (the bundle's network as it ships) and ``verify_metadata`` against the package's
-    copy of the schema, which is not downloaded again."""
+    """``verify_net_in_out`` (the bundle's network, made small with command-line overrides of ``network_def``)
+    and ``verify_metadata`` against the package's copy of the schema, which is not downloaded again."""
     bundle = zoo_bundle(task)
     schema = Path(shutil.copy(META_SCHEMA, tmp_path / "schema.json"))
+    small = [a for k, v in CONTRACT[task].net_in_out.items() for a in (f"--network_def#{k}", repr(v))]
     _zoo(
         ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
-         "--config_file", "configs/inference.json"],
+         "--config_file", "configs/inference.json", *small],
         cwd=bundle,
     )  # fmt: skip
     output = _zoo(
