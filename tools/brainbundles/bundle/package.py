@@ -1,7 +1,7 @@
 """Bundle zips: packaging an exported bundle, and checking and unpacking one safely.
 
 A package is a model-zoo-style zip with one top-level folder, the bundle's name, holding the files
-that export checksummed (:func:`brainbundles.bundle.export.bundle_files`: never pickles, data or
+that export checksummed (:func:`brainbundles.paths.bundle_files`: never pickles, data or
 outputs). It is written
 byte-for-byte reproducibly (sorted members, fixed timestamps and modes), with ``FILE.zip.sha256``
 beside it in ``sha256sum`` format.

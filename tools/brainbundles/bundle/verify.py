@@ -243,7 +243,7 @@ def verify_bundle(
     """``brainbundles verify``: metadata schema, config code (unless ``trust``), config references,
     pickles, file checksums (``strict``, for a download: no unlisted files either), the network's
     input/output shapes, and the exported program (``models/model.pt2``): its archive is always
-    checked (:func:`brainbundles.bundle.export.check_exported_archive`), and with ``run_exported``
+    checked (:func:`brainbundles.bundle.program.check_exported_archive`), and with ``run_exported``
     it is loaded and compared with the eager network. A bundle with fold models is checked as the
     ensemble that inference runs (:func:`verify_ensemble`): every member's weights are loaded into the
     network, and its program (``models/fold_<k>/model.pt2``) is checked the same way.
