@@ -164,7 +164,6 @@ class CaseProgress:
         self._since = time.perf_counter()
 
     def __call__(self, engine: Engine) -> None:
-
         batch = engine.state.batch
         items = batch if isinstance(batch, list) else [batch]
         names = []

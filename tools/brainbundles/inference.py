@@ -186,7 +186,6 @@ class FastInferer(Inferer):
 
 def ensemble_members(ckpt_dir: str | os.PathLike) -> list[Path]:
     """The members of a bundle's fold ensemble: :func:`brainbundles.bundle.weights.fold_weights`."""
-
     return fold_weights(ckpt_dir)
 
 
@@ -282,7 +281,6 @@ class Prefetch:
 
     def attach(self, engine) -> None:
         """Load each next item once ``engine``'s network has run on the current one."""
-
         self._gate = threading.Event()
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda _: self._gate.set())
 

@@ -67,7 +67,6 @@ def find_bundle(bundle: str | os.PathLike, sha256: str | None = None, trust: boo
     weights; a published bundle of the index (``bundles/model_info.json``); or a download source (URL,
     ``github:``, ``hf:``, a zip). Anything not on disk is downloaded, or taken from the cache, and
     verified first (:func:`brainbundles.bundle.download.download_bundle`)."""
-
     if Path(bundle).expanduser().is_dir():
         return resolve_bundle(bundle)
     name = BUNDLE_NAMES.get(str(bundle), str(bundle))
@@ -239,7 +238,6 @@ def run_cross_validation(
     out of that metric and counted in ``n_nan``), which is also returned: ``{"per_fold": {fold: {class:
     {metric: mean}}}, "summary": {class: {metric: {"mean", "sd", "n", "n_nan"}}}}``.
     """
-
     root = resolve_bundle(bundle)
     if int(folds) < 2:
         raise ValueError(f"folds: cross-validation needs at least 2 folds, got {folds}")
@@ -290,7 +288,6 @@ def _process_log_tails(log_dir: Path, since: float, lines: int = 30) -> str:
 
 def _absolute(inp: str | os.PathLike) -> str:
     """An input made absolute; in ``NAME=path`` (a file named with its sequence) only the path part."""
-
     name, path = split_named_input(inp)
     absolute = os.path.abspath(Path(path).expanduser())  # not resolve(): a link loop is the checks' to report
     return absolute if name is None else f"{name}={absolute}"
@@ -311,7 +308,6 @@ def run_inference(
     download is verified first; ``sha256`` and ``trust`` are for a URL). Bad cases are reported and
     skipped, the good ones written; then :class:`brainbundles.errors.InputError` is raised if any case
     was bad. A missing bundle file (weights, Nyúl landmarks) raises ``FileNotFoundError`` naming it."""
-
     out = Path(output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: the output must be a folder, and this is an existing file")

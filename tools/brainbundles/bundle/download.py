@@ -122,7 +122,6 @@ def _fetch(url: str, dest: Path, expected: str | None, timeout: float = 60.0) ->
     sha256. A ``dest`` already there (a download that was cut off) is resumed with an HTTP range
     request, or started again where the server does not do ranges. An interrupted download is kept
     for the next try when ``expected`` is known; on a mismatch with ``expected`` it is removed."""
-
     digest, done, last = hashlib.sha256(), 0, 0.0
     if dest.is_file():
         with open(dest, "rb") as f:
@@ -188,7 +187,6 @@ def download_bundle(
     ``source`` is a published bundle's name (its URL and sha256 come from the index) or any source form
     (module docstring), for which ``sha256`` must be given, unless ``trust``. ``trust`` also lets a
     bundle's configs hold code that brainbundles' own bundles do not."""
-
     if sha256 is not None:
         sha256 = sha256.strip().lower()
         if not _SHA256.fullmatch(sha256):
@@ -258,7 +256,6 @@ def publish_bundle(
     """Add a packaged bundle to the index: ``<name>_v<version>`` -> its download URL (``source``, any
     source form) and sha256. The upload itself is the publisher's (``brainbundles publish`` prints the
     commands). Returns the key and the entry."""
-
     zip_path = Path(zip_path)
     name = check_archive(zip_path)
     with zipfile.ZipFile(zip_path) as z:

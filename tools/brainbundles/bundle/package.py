@@ -53,7 +53,6 @@ def package_bundle(
 
     ``name`` defaults to the bundle folder's name. The bundle must have been exported
     (``brainbundles export``) and be unchanged since: every file's sha256 must match the metadata's."""
-
     root = Path(bundle_root).resolve()
     name = name or root.name
     if not BUNDLE_NAME.fullmatch(name):

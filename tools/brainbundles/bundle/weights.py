@@ -137,7 +137,6 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write a state dict as safetensors, atomically (tensors copied to the CPU, made contiguous)."""
-
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 

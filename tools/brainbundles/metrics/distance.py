@@ -131,7 +131,6 @@ def surface_distances(
 @functools.lru_cache(maxsize=32)
 def _surfel_tables(spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Neighbourhood-code → surfel area (mm²) table and the code kernel, from MONAI's DeepMind port."""
-
     table, kernel = get_code_to_measure_table(spacing)
     table_np = np.asarray(table.cpu().numpy(), dtype=np.float64)
     kernel_np = np.asarray(kernel.cpu().numpy(), dtype=np.int16).reshape((2,) * len(spacing))

@@ -144,7 +144,6 @@ def tune_lesion_threshold(
     cases) and return it. Voxels labelled ``ignore_label`` (e.g. the WMH challenge's "other
     pathology") count neither way, as in evaluation. Ties go to the threshold closest to 0.5. Only the first process of a
     multi-process run does the work; ``enabled=False`` (or no validation case) does nothing."""
-
     if not enabled or (dist.is_initialized() and dist.get_rank() != 0):
         return None
     thresholds = [_check_threshold(t, "thresholds") for t in thresholds]

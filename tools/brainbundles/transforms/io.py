@@ -178,7 +178,6 @@ RUN_RECORD = "brainbundles_run.json"
 def _weights_id(ckpt_dir: str | os.PathLike) -> str | None:
     """sha256 over the sha256 of the weights inference loads from ``ckpt_dir`` (every fold model);
     None without weights (loading them reports that)."""
-
     try:
         files = fold_weights(ckpt_dir) or [find_weights(ckpt_dir, folds=True)]
     except FileNotFoundError:
