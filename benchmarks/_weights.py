@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,9 +16,11 @@ def bundle_with_weights(bundle: str, dest: Path) -> tuple[Path, str]:
     """Copy ``bundle`` (a name or folder) to ``dest``; keep its shipped weights, or (a bundle without
     trained weights) save a seeded random initialisation of its network, which does not change any
     timing. Returns the copy and which weights it has."""
-    root = copy_bundle(resolve_bundle(bundle), dest)
+    src = resolve_bundle(bundle)
+    root = copy_bundle(src, dest)  # configs and docs only: the weights are copied here
     try:
-        find_weights(root / "models")
+        found = find_weights(src / "models")
+        shutil.copy2(found, root / "models" / found.name)
         return root, "the bundle's"
     except FileNotFoundError:
         parser = ConfigParser()
