@@ -46,3 +46,17 @@ def test_a_drifted_file_is_found_and_rewritten(tmp_path, capsys):
     main(["generate-configs", "-o", str(tmp_path / "bundles")])
     assert "wrote 2 config file(s)" in capsys.readouterr().out
     assert generate_configs(tmp_path / "bundles", check=True) == []
+
+
+def test_copy_bundle_writes_each_override_where_its_id_lives(tmp_path):
+    """An override goes into each self-contained config that has its id (the network into both, the epochs
+    into train.json only); an id neither config has is refused rather than added unused."""
+    from brainbundles.workflows import copy_bundle
+
+    copy = copy_bundle("tissue", tmp_path / "b", {"epochs": 3, "network_def#features": [4, 8, 16, 32, 64]})
+    train = json.loads((copy / "configs" / "train.json").read_text())
+    inference = json.loads((copy / "configs" / "inference.json").read_text())
+    assert train["epochs"] == 3 and "epochs" not in inference
+    assert train["network_def"]["features"] == inference["network_def"]["features"] == [4, 8, 16, 32, 64]
+    with pytest.raises(ValueError, match="override epochz: no such id"):
+        copy_bundle("tissue", tmp_path / "c", {"epochz": 3})
