@@ -25,6 +25,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Activationsd, Compose, Invertd
 
 from brainbundles.bundle.weights import load_bundle_weights
+from brainbundles.metrics.overlap import dice
 from brainbundles.workflows import resolve_bundle
 
 
@@ -80,11 +81,8 @@ def main() -> None:
             data["pred"] = predictor(data["image"][None], net)[0]
         pred = post(data)["pred"].numpy().argmax(0).squeeze()
         pred[scan == 0] = 0
-        dice = {
-            n: 2 * ((pred == k) & (truth == k)).sum() / ((pred == k).sum() + (truth == k).sum())
-            for k, n in names.items()
-        }
-        print(f"noise sd {sd:g}: " + ", ".join(f"{n} Dice {d:.4f}" for n, d in dice.items()), flush=True)
+        scores = ", ".join(f"{n} Dice {dice(pred == k, truth == k):.4f}" for k, n in names.items())
+        print(f"noise sd {sd:g}: {scores}", flush=True)
 
 
 if __name__ == "__main__":
