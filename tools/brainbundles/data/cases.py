@@ -246,18 +246,24 @@ def load_fold(
     allow_missing: bool = False,
 ) -> list[dict]:
     """Training items of a datalist for cross-validation fold ``fold``: ``split="train"`` gives the
-    items of every other fold, ``"val"`` the items of this fold (items without ``fold`` train).
+    items of every other fold, ``"val"`` the items of this fold (items without ``fold`` train), and
+    ``"all"`` every item, this fold's included: a final model trained on all labelled cases, whose
+    validation on ``fold`` then measures how well it fits its own training data.
 
     With ``channels``, every item is checked first (:func:`brainbundles.data.checks.check_case`, label
     required, values in ``label_values``; ``same_grid`` and ``allow_missing``, a case that names the
     subset of ``channels`` it has, as there) and the first bad one raises ``InputError`` naming the file."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split: 'train' or 'val', got {split!r}")
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split: 'train', 'val' or 'all', got {split!r}")
     items, base = read_datalist(datalist, "training", base_dir)
     folds = sorted({it["fold"] for it in items if "fold" in it})
     if fold not in folds:
         raise ValueError(f"fold: {fold} is not among the datalist's folds {folds} ({datalist})")
-    chosen = [_resolve(it, base.resolve()) for it in items if (it.get("fold") == fold) == (split == "val")]
+    chosen = [
+        _resolve(it, base.resolve())
+        for it in items
+        if split == "all" or (it.get("fold") == fold) == (split == "val")
+    ]
     if channels is not None:
         for it in chosen:
             check_case(
