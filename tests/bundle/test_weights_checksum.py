@@ -79,3 +79,12 @@ def test_training_fingerprint_follows_content_not_location(tmp_path):
     assert changed["training_files_sha256"] != fa["training_files_sha256"]
     assert changed["validation_files_sha256"] == fa["validation_files_sha256"]
     assert changed["case_ids_sha256"] == fa["case_ids_sha256"]
+
+
+def test_training_fingerprint_counts_validation_cases_it_trained_on(tmp_path):
+    from brainbundles.bundle.export import training_fingerprint
+
+    a = [_case(tmp_path, "c1", 5), _case(tmp_path, "c2", 6)]
+    assert "validation_cases_trained_on" not in training_fingerprint(a[:1], a[1:], ["T1"])
+    every = training_fingerprint(a, a[1:], ["T1"])  # trained on all, c2 validated
+    assert every["validation_cases_trained_on"] == 1 and every["training_cases"] == 2

@@ -77,7 +77,10 @@ def training_fingerprint(
     """What a network was trained on: case counts, a sha256 over the sorted case ids, a sha256 over the
     training cases' files by content (each case's id and the sha256 of its image and label files, so the
     same data anywhere gives the same value) and one over the validation cases', channels, label
-    conventions, orientations, and the min / median / max voxel spacing (mm) and shape (from the headers)."""
+    conventions, orientations, and the min / median / max voxel spacing (mm) and shape (from the headers).
+    A network trained on its validation cases too (``load_fold(split="all")``, a final model on all the
+    data) gets ``validation_cases_trained_on``: its validation scores then measure the fit to its own
+    training scans, not accuracy on unseen ones."""
     spacings, shapes, orientations = [], [], set()
     for item in list(train_items) + list(val_items):
         first = item["image"][0] if isinstance(item["image"], (list, tuple)) else item["image"]
@@ -97,22 +100,23 @@ def training_fingerprint(
 
     every = list(train_items) + list(val_items)
     ids = sorted(case_id(it) for it in every)
-    return {
+    trained, validated = [content(it) for it in train_items], [content(it) for it in val_items]
+    overlap = sum(v in set(trained) for v in validated)
+    fingerprint = {
         "training_cases": len(train_items),
         "validation_cases": len(val_items),
         "case_ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-        "training_files_sha256": hashlib.sha256(
-            "\n".join(sorted(content(it) for it in train_items)).encode()
-        ).hexdigest(),
-        "validation_files_sha256": hashlib.sha256(
-            "\n".join(sorted(content(it) for it in val_items)).encode()
-        ).hexdigest(),
+        "training_files_sha256": hashlib.sha256("\n".join(sorted(trained)).encode()).hexdigest(),
+        "validation_files_sha256": hashlib.sha256("\n".join(sorted(validated)).encode()).hexdigest(),
         "channels": list(channels),
         "label_conventions": sorted({str(it.get("label_convention", "bundle")) for it in train_items}),
         "orientations": sorted(orientations),
         "spacing_mm": _stats(spacings) if spacings else {},
         "shape": _stats(shapes) if shapes else {},
     }
+    if overlap:
+        fingerprint["validation_cases_trained_on"] = overlap
+    return fingerprint
 
 
 def next_version(version: str) -> str:
