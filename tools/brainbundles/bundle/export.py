@@ -101,7 +101,8 @@ def training_fingerprint(
     every = list(train_items) + list(val_items)
     ids = sorted(case_id(it) for it in every)
     trained, validated = [content(it) for it in train_items], [content(it) for it in val_items]
-    overlap = sum(v in set(trained) for v in validated)
+    seen = set(trained)
+    overlap = sum(v in seen for v in validated)
     fingerprint = {
         "training_cases": len(train_items),
         "validation_cases": len(val_items),
