@@ -241,7 +241,8 @@ def test_load_fold_all_trains_on_every_case(tmp_path, folds_datalist):
     base = tmp_path / "data"
     every = load_fold(folds_datalist, base, fold=1, split="all")
     assert [it["case"] for it in every] == ["c0", "c1", "c2", "c3", "c4", "c5", "extra"]
-    assert {it["case"] for it in load_fold(folds_datalist, base, fold=1, split="val")} <= {it["case"] for it in every}
+    validated = load_fold(folds_datalist, base, fold=1, split="val")
+    assert {it["case"] for it in validated} <= {it["case"] for it in every}
     with pytest.raises(ValueError, match="7"):  # the fold must still exist: it names the validation cases
         load_fold(folds_datalist, base, fold=7, split="all")
 
